@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Installs everything fleetchat needs, idempotently, into the project folder:
+#   .venv/   Python virtualenv with requirements-dev.txt
+#   .tools/  Node 22 and bun from the npm registry (Reflex 0.10 needs both)
+# plus Debian packages (redis-server, chromium, nginx) where they are missing.
+# Usage: scripts/bootstrap.sh [python] [node] [apt:PKG ...]   (no args = all)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
+
+want_python=0; want_node=0; apt_pkgs=()
+if [ $# -eq 0 ]; then set -- python node apt:redis-server apt:chromium; fi
+for arg in "$@"; do
+  case "$arg" in
+    python) want_python=1 ;;
+    node) want_node=1 ;;
+    apt:*) apt_pkgs+=("${arg#apt:}") ;;
+    *) echo "unknown bootstrap target: $arg" >&2; exit 2 ;;
+  esac
+done
+
+# --- Debian packages -------------------------------------------------------
+bin_for() { case "$1" in redis-server) echo redis-server ;; chromium) echo chromium ;; nginx) echo nginx ;; *) echo "$1" ;; esac; }
+missing=()
+for pkg in "${apt_pkgs[@]:-}"; do
+  [ -n "$pkg" ] || continue
+  command -v "$(bin_for "$pkg")" >/dev/null 2>&1 || [ -x "/usr/sbin/$(bin_for "$pkg")" ] || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# --- Python ----------------------------------------------------------------
+if [ $want_python -eq 1 ]; then
+  PY=${PYTHON:-python3}
+  if [ ! -x .venv/bin/python ]; then
+    log "creating virtualenv .venv"
+    "$PY" -m venv .venv
+    .venv/bin/pip install -q --upgrade pip
+  fi
+  stamp=.venv/.stamp-requirements
+  digest=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
+    log "installing Python requirements"
+    .venv/bin/pip install -q -r requirements-dev.txt
+    echo "$digest" > "$stamp"
+  fi
+fi
+
+# --- Node 22 + bun for Reflex ------------------------------------------------
+if [ $want_node -eq 1 ]; then
+  if [ ! -x .tools/node_modules/.bin/node ] || [ ! -x .tools/node_modules/.bin/bun ]; then
+    command -v npm >/dev/null 2>&1 || { echo "npm is required (install Node.js)" >&2; exit 1; }
+    log "installing Node 22 and bun into .tools/ (from the npm registry)"
+    mkdir -p .tools
+    [ -f .tools/package.json ] || echo '{"name":"fleetchat-tools","private":true}' > .tools/package.json
+    (cd .tools && npm install --silent --no-audit --no-fund node@22 bun >/dev/null)
+  fi
+fi
+log "ready"
