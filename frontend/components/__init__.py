@@ -1,0 +1,1 @@
+"""Pure functions returning the chat page's parts."""

@@ -1,0 +1,101 @@
+"""The message list, the typing line and the composer."""
+
+from __future__ import annotations
+
+import reflex as rx
+
+from frontend.chatlog import ChatLine
+from frontend.state import ChatState
+
+# User text is a text node, never markup; long words wrap instead of widening the page.
+TEXT_STYLE = {"white_space": "pre-wrap", "overflow_wrap": "anywhere", "word_break": "break-word"}
+
+
+def message_line(line: ChatLine) -> rx.Component:
+    return rx.box(
+        rx.hstack(
+            rx.text(line.user, size="1", weight="bold", class_name="msg-user", style=TEXT_STYLE),
+            rx.text(
+                rx.cond(line.pending, "sending…", line.time),
+                size="1",
+                color_scheme="gray",
+                class_name="msg-time",
+            ),
+            spacing="2",
+            align="baseline",
+        ),
+        rx.text(line.text, size="3", class_name="msg-text", style=TEXT_STYLE),
+        class_name=rx.cond(line.own, "msg msg-own", "msg"),
+        data_key=line.key,
+        padding="6px 10px",
+        border_radius="12px",
+        max_width="min(80%, 640px)",
+        min_width="0",
+        align_self=rx.cond(line.own, "flex-end", "flex-start"),
+        background_color=rx.cond(
+            line.mention,
+            "var(--amber-a4)",
+            rx.cond(line.own, "var(--accent-a4)", "var(--gray-a3)"),
+        ),
+        opacity=rx.cond(line.pending, "0.6", "1"),
+    )
+
+
+def message_list() -> rx.Component:
+    # column-reverse keeps the view pinned to the newest message as lines
+    # arrive, and keeps it still when older ones are added above.
+    return rx.box(
+        rx.vstack(
+            rx.cond(
+                ChatState.has_older,
+                rx.button(
+                    rx.cond(ChatState.loading_older, "Loading…", "Load older messages"),
+                    id="load-older",
+                    on_click=ChatState.load_older,
+                    variant="soft",
+                    size="1",
+                    align_self="center",
+                ),
+            ),
+            rx.foreach(ChatState.lines, message_line),
+            spacing="2",
+            padding="12px",
+            width="100%",
+        ),
+        id="messages",
+        display="flex",
+        flex_direction="column-reverse",
+        overflow_y="auto",
+        flex="1",
+        min_height="0",
+        width="100%",
+    )
+
+
+def typing_line() -> rx.Component:
+    return rx.text(ChatState.typing_text, id="typing", size="1", color_scheme="gray", height="1.4em", padding_x="12px")
+
+
+def composer() -> rx.Component:
+    return rx.form(
+        rx.hstack(
+            rx.input(
+                id="message-input",
+                name="text",
+                placeholder="Message #" + ChatState.room,
+                auto_complete="off",
+                max_length=4000,
+                on_change=ChatState.keyed.throttle(1000),
+                size="3",
+                flex="1",
+            ),
+            rx.button("Send", id="send-button", type="submit", size="3"),
+            width="100%",
+        ),
+        rx.cond(ChatState.send_error != "", rx.text(ChatState.send_error, id="send-error", color_scheme="red", size="1")),
+        id="composer",
+        on_submit=ChatState.send,
+        reset_on_submit=True,
+        padding="8px 12px 12px",
+        width="100%",
+    )

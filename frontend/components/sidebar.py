@@ -1,0 +1,76 @@
+"""Rooms (with member and unread counts), room creation, and who is here."""
+
+from __future__ import annotations
+
+import reflex as rx
+
+from frontend.state import ChatState, RoomInfo
+
+
+def room_item(room: RoomInfo) -> rx.Component:
+    return rx.button(
+        rx.text("# ", room.name, truncate=True, flex="1", text_align="left"),
+        rx.cond(
+            room.unread > 0,
+            rx.badge(room.unread, color_scheme="red", variant="solid", radius="full", class_name="unread"),
+        ),
+        rx.badge(room.members, variant="surface", radius="full", title="members", class_name="member-count"),
+        on_click=ChatState.open_room(room.name),
+        variant=rx.cond(room.name == ChatState.room, "solid", rx.cond(room.joined, "soft", "ghost")),
+        width="100%",
+        justify="start",
+        class_name="room-item",
+        data_room=room.name,
+    )
+
+
+def new_room_form() -> rx.Component:
+    return rx.form(
+        rx.hstack(
+            rx.input(
+                id="new-room-input",
+                name="room",
+                placeholder="New room",
+                max_length=64,
+                size="2",
+                flex="1",
+            ),
+            rx.button("Join", id="new-room-submit", type="submit", size="2"),
+            width="100%",
+        ),
+        on_submit=ChatState.create_room,
+        reset_on_submit=True,
+        width="100%",
+    )
+
+
+def member_list() -> rx.Component:
+    return rx.vstack(
+        rx.text("Here now (", ChatState.members.length(), ")", size="2", weight="bold", color_scheme="gray"),
+        rx.foreach(
+            ChatState.members,
+            lambda member: rx.text(member, size="2", class_name="member", truncate=True, width="100%"),
+        ),
+        id="member-list",
+        spacing="1",
+        width="100%",
+    )
+
+
+def sidebar(**props) -> rx.Component:
+    return rx.vstack(
+        rx.text("Rooms", size="2", weight="bold", color_scheme="gray"),
+        rx.vstack(rx.foreach(ChatState.directory, room_item), id="room-list", spacing="1", width="100%"),
+        new_room_form(),
+        rx.cond(ChatState.form_error != "", rx.text(ChatState.form_error, color_scheme="red", size="1")),
+        rx.separator(),
+        member_list(),
+        spacing="3",
+        padding="12px",
+        width="240px",
+        min_width="240px",
+        height="100%",
+        overflow_y="auto",
+        border_right="1px solid var(--gray-a5)",
+        **props,
+    )
