@@ -1,0 +1,121 @@
+"""Composition only: builds the ASGI app that ``hypercorn backend.app:asgi`` serves.
+
+One python-socketio server and one Quart app in one ASGI app. Without
+``REDIS_URL`` everything lives in this process (SQLite history, in-memory
+presence and broadcast); with it, python-socketio's Redis manager carries the
+broadcast across the fleet and history and presence live in Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import socketio
+from quart import Quart
+from quart_schema import Info, QuartSchema
+
+from backend import http
+from backend.bridge import bridge
+from backend.chat import Chat, run_periodically
+from backend.config import Settings, get_settings
+from backend.events import register
+from backend.fanout import FleetManager, LocalManager
+from backend.jsonio import OrjsonModule
+from backend.metrics import Metrics
+from backend.notifier import LocalNotifier
+from backend.presence import MemoryPresence, Presence, RedisPresence
+from backend.store import build_store
+from backend.store.redis import RedisStore
+
+log = logging.getLogger("fleetchat")
+
+REDIS_MANAGER_OPTIONS = {"socket_connect_timeout": 1.0, "socket_timeout": 5.0, "health_check_interval": 10}
+
+
+def create_app(settings: Settings | None = None) -> tuple[Any, Quart, Chat]:
+    """The ASGI app, the Quart app and the chat service, wired for ``settings``."""
+    settings = settings or get_settings()
+    metrics = Metrics()
+    store = build_store(settings)
+    fleet = settings.redis_url is not None
+    manager: LocalManager | FleetManager = (
+        FleetManager(settings.redis_url, channel="fleetchat", redis_options=REDIS_MANAGER_OPTIONS)
+        if fleet
+        else LocalManager()
+    )
+    sio = socketio.AsyncServer(
+        async_mode="asgi",
+        client_manager=manager,
+        json=OrjsonModule,
+        cors_allowed_origins=settings.cors_origin_list,
+        max_http_buffer_size=settings.max_payload_bytes,
+        ping_interval=20,
+        ping_timeout=20,
+    )
+    # Presence needs the store's Redis client, which exists only once opened.
+    presence_holder: list[Presence] = [MemoryPresence()]
+    chat = Chat(settings, store, presence_holder[0], sio, metrics)
+    manager.relay = chat.relay
+    register(sio, chat)
+
+    app = Quart("fleetchat")
+    QuartSchema(app, info=Info(title="fleetchat", version="1"), openapi_path="/openapi.json")
+    http.install(app, chat)
+    app.register_blueprint(bridge)
+    tasks: list[asyncio.Task[None]] = []
+    notifier = LocalNotifier(chat) if not fleet else None
+
+    @app.before_serving
+    async def start() -> None:
+        await store.open()
+        await _tolerate(store.room_info(settings.default_room))
+        if fleet:
+            assert isinstance(store, RedisStore) and store.redis is not None
+            chat.presence = RedisPresence(store.redis, settings.instance_id, settings.presence_ttl_seconds)
+            app.extensions["fleetchat_bus_ping"] = _bus_ping(manager)
+            await _tolerate(chat.presence.heartbeat())
+            interval = settings.presence_ttl_seconds / 3
+            tasks.append(asyncio.create_task(run_periodically(interval, chat.presence.heartbeat, "presence heartbeat")))
+            tasks.append(asyncio.create_task(run_periodically(interval, chat.reap_presence, "presence reaper")))
+        tasks.append(asyncio.create_task(run_periodically(1.0, chat.relay.sweep, "relay sweep")))
+        if notifier is not None:
+            chat.notify_local = notifier.submit
+            tasks.append(asyncio.create_task(notifier.run()))
+        log.info("fleetchat instance %s ready (%s mode)", settings.instance_id, "fleet" if fleet else "embedded")
+
+    @app.after_serving
+    async def stop() -> None:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await _tolerate(chat.presence.drop_instance())
+        await store.close()
+
+    asgi = socketio.ASGIApp(sio, other_asgi_app=app, socketio_path="socket.io")
+    return asgi, app, chat
+
+
+def _bus_ping(manager: Any) -> Any:
+    async def ping() -> bool:
+        try:
+            return bool(await manager.redis.ping())
+        except Exception:
+            return False
+
+    return ping
+
+
+async def _tolerate(awaitable: Any) -> None:
+    try:
+        await awaitable
+    except Exception as exc:
+        log.warning("ignored during start/stop: %s", exc)
+
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+asgi, app, chat = create_app()

@@ -1,0 +1,93 @@
+"""The plain WebSocket bridge at ``/ws?room=...&name=...``.
+
+For clients without Socket.IO, like the seed article's bare React client:
+every text frame received is posted as a message from that user, every
+message of the room is sent back as one JSON text frame (history first).
+Errors come back as ``{"ok": false, "error", "detail"}`` frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+
+import orjson
+from quart import Blueprint, current_app, websocket
+
+from backend.auth import authenticate
+from backend.chat import Chat, Connection
+from backend.models import ChatError, JoinRequest, parse
+from backend.store.base import Message
+
+bridge = Blueprint("bridge", __name__)
+
+QUEUE_LIMIT = 1000
+"""A bridge client this many messages behind is disconnected, not buffered forever."""
+
+
+@bridge.websocket("/ws")
+async def ws_bridge() -> None:
+    chat: Chat = current_app.extensions["fleetchat"]
+    await websocket.accept()
+    try:
+        room = parse(JoinRequest, {"room": websocket.args.get("room", "general")}).room
+        user = authenticate(
+            chat.settings, {"name": websocket.args.get("name", ""), "token": websocket.args.get("token")}
+        )
+    except ChatError as exc:
+        await websocket.send(orjson.dumps(exc.ack()).decode())
+        await websocket.close(1008, exc.detail[:120])
+        return
+
+    sid = "ws:" + uuid.uuid4().hex
+    conn = chat.open_connection(sid, user)
+    outbox: asyncio.Queue[str | None] = asyncio.Queue(QUEUE_LIMIT)
+
+    def on_message(message: Message) -> None:
+        try:
+            outbox.put_nowait(orjson.dumps(message).decode())
+        except asyncio.QueueFull:
+            outbox._queue.clear()  # type: ignore[attr-defined]  # too slow: drop and hang up
+            outbox.put_nowait(None)
+
+    try:
+        try:
+            history = await chat.bridge_join(sid, conn, room, on_message)
+        except ChatError as exc:
+            await websocket.send(orjson.dumps(exc.ack()).decode())
+            await websocket.close(1011, exc.detail[:120])
+            return
+        for message in history:
+            await websocket.send(orjson.dumps(message).decode())
+        writer = asyncio.create_task(_write(outbox))
+        try:
+            await _read(chat, conn, room)
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+    finally:
+        if room in conn.rooms:
+            await chat.bridge_leave(sid, conn, room, on_message)
+        await chat.close_connection(sid)
+
+
+async def _write(outbox: asyncio.Queue[str | None]) -> None:
+    while (frame := await outbox.get()) is not None:
+        await websocket.send(frame)
+    await websocket.close(1008, "too slow: fell too far behind")
+
+
+async def _read(chat: Chat, conn: Connection, room: str) -> None:
+    while True:
+        data = await websocket.receive()
+        text = data if isinstance(data, str) else data.decode("utf-8", "replace")
+        try:
+            if not text.strip():
+                raise ChatError("bad_request", "text must not be empty")
+            if not conn.bucket.take():
+                raise ChatError("rate_limited", "slow down", 429)
+            await chat.send(conn.user, room, text, None)
+        except ChatError as exc:
+            await websocket.send(orjson.dumps(exc.ack()).decode())

@@ -1,0 +1,301 @@
+"""The chat service: every action a client can take, whatever its transport.
+
+Socket.IO handlers (``events``), the HTTP API (``http``) and the plain
+WebSocket bridge (``bridge``) all call into one ``Chat``; none of them knows
+whether the store and presence live in SQLite and memory or in Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import socketio
+
+from backend.config import Settings
+from backend.fanout import emit_local
+from backend.limits import TokenBucket
+from backend.mentions import mention_room, mentioned, notification
+from backend.metrics import Metrics
+from backend.models import (
+    ChatError,
+    HistoryRequest,
+    JoinRequest,
+    LeaveRequest,
+    SendRequest,
+    TypingRequest,
+    parse,
+    seq_of,
+)
+from backend.presence import Presence, User
+from backend.relay import Relay
+from backend.store.base import Message, MessageStore, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+Subscriber = Callable[[Message], None]
+
+
+@dataclass(slots=True)
+class Connection:
+    """What the server knows about one socket (Socket.IO or /ws)."""
+
+    user: User
+    bucket: TokenBucket
+    typing_bucket: TokenBucket
+    rooms: set[str] = field(default_factory=set)
+
+
+def anonymous_user(name: str) -> User:
+    """Without ``CHAT_AUTH_SECRET`` a name is the identity: two connections with
+    the same name are the same user (one person, two tabs)."""
+    return {"id": "anon:" + name.casefold(), "name": name}
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Chat:
+    def __init__(
+        self, settings: Settings, store: MessageStore, presence: Presence, sio: socketio.AsyncServer, metrics: Metrics
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.presence = presence
+        self.sio = sio
+        self.metrics = metrics
+        self.relay = Relay(store, self._deliver)
+        self.connections: dict[str, Connection] = {}
+        self._listeners: dict[str, int] = defaultdict(int)  # room -> local sockets + bridge clients
+        self._subscribers: dict[str, set[Subscriber]] = defaultdict(set)
+        self.notify_local: Callable[[Message], None] | None = None
+        """Set in embedded mode: hands a stored message to the in-process notifier."""
+
+    # -- connections ----------------------------------------------------------
+
+    def open_connection(self, sid: str, user: User) -> Connection:
+        s = self.settings
+        conn = Connection(user, TokenBucket(s.rate, s.rate_burst), TokenBucket(5.0, 10))
+        self.connections[sid] = conn
+        self.metrics.connected.inc()
+        return conn
+
+    def connection(self, sid: str) -> Connection:
+        conn = self.connections.get(sid)
+        if conn is None:
+            raise ChatError("unauthorized", "not connected")
+        return conn
+
+    async def close_connection(self, sid: str) -> None:
+        conn = self.connections.pop(sid, None)
+        if conn is None:
+            return
+        self.metrics.connected.dec()
+        for room in list(conn.rooms):
+            try:
+                await self._leave_room(sid, conn, room)
+            except StoreUnavailable as exc:
+                log.warning("presence cleanup for %s in %s failed: %s", sid, room, exc)
+
+    # -- local listeners and delivery -------------------------------------------
+
+    def _deliver(self, room: str, message: Message) -> None:
+        """The relay's output: one message, in order, to every local listener."""
+        delivered = emit_local(self.sio, room, "message", message)
+        for subscriber in tuple(self._subscribers.get(room, ())):
+            subscriber(message)
+            delivered += 1
+        self.metrics.messages_out.inc(delivered)
+        self.metrics.fanout_latency.observe(max(0.0, time.time() - message["ts"] / 1000))
+
+    def _listen(self, room: str, last_seq: int) -> int:
+        """A local listener arrives; returns the seq live delivery continues after."""
+        self._listeners[room] += 1
+        self.relay.track(room, last_seq)
+        self.metrics.rooms.set(len(self._listeners))
+        return self.relay.last(room)
+
+    def _unlisten(self, room: str) -> None:
+        self._listeners[room] -= 1
+        if self._listeners[room] <= 0:
+            del self._listeners[room]
+            self.relay.untrack(room)
+        self.metrics.rooms.set(len(self._listeners))
+
+    def subscribe(self, room: str, subscriber: Subscriber) -> None:
+        self._subscribers[room].add(subscriber)
+
+    def unsubscribe(self, room: str, subscriber: Subscriber) -> None:
+        subs = self._subscribers.get(room)
+        if subs is not None:
+            subs.discard(subscriber)
+            if not subs:
+                del self._subscribers[room]
+
+    # -- actions --------------------------------------------------------------
+
+    async def join(self, sid: str, data: Any) -> dict[str, Any]:
+        req = parse(JoinRequest, data)
+        conn = self.connection(sid)
+        room = req.room
+        rejoin = room in conn.rooms
+        if not rejoin and len(conn.rooms) >= self.settings.max_rooms_per_connection:
+            raise ChatError("too_many_rooms", f"at most {self.settings.max_rooms_per_connection} rooms per connection")
+        info = await self._store_call(self.store.room_info(room))
+        if not rejoin:
+            await self.sio.enter_room(sid, room)
+        history, upto = await self._join_room(sid, conn, room, info.last_seq, req.since, rejoin)
+        members = await self._store_call(self.presence.members(room))
+        return {"ok": True, "room": room, "epoch": info.epoch, "last_seq": upto, "history": history, "members": members}
+
+    async def _join_room(
+        self, sid: str, conn: Connection, room: str, last_seq: int, since: str | None, rejoin: bool
+    ) -> tuple[list[Message], int]:
+        """Enter ``room`` for a listener; history up to where live delivery takes over."""
+        upto = self.relay.last(room) if rejoin else self._listen(room, last_seq)
+        conn.rooms.add(room)
+        if since is not None and seq_of(since) <= upto:
+            history = await self._store_call(self.store.after(room, seq_of(since), self.settings.history_limit))
+            history = [m for m in history if m["seq"] <= upto]
+        else:
+            history, _ = await self._store_call(self.store.latest(room, self.settings.page_size, upto + 1))
+        if not rejoin and await self._store_call(self.presence.add(room, sid, conn.user)):
+            await self._emit_presence(room, joined=conn.user)
+        return history, upto
+
+    async def leave(self, sid: str, data: Any) -> dict[str, Any]:
+        req = parse(LeaveRequest, data)
+        conn = self.connection(sid)
+        if req.room not in conn.rooms:
+            raise ChatError("not_in_room", f"not in room {req.room!r}")
+        await self.sio.leave_room(sid, req.room)
+        await self._leave_room(sid, conn, req.room)
+        return {"ok": True}
+
+    async def _leave_room(self, sid: str, conn: Connection, room: str) -> None:
+        conn.rooms.discard(room)
+        self._unlisten(room)
+        if await self._store_call(self.presence.remove(room, sid, conn.user)):
+            await self._emit_presence(room, left=conn.user)
+
+    async def _emit_presence(self, room: str, joined: User | None = None, left: User | None = None) -> None:
+        event: dict[str, Any] = {"room": room, "members": await self.presence.members(room)}
+        if joined is not None:
+            event["joined"] = joined
+        if left is not None:
+            event["left"] = left
+        await self.sio.emit("presence", event, room=room)
+
+    async def message(self, sid: str, data: Any) -> dict[str, Any]:
+        req = parse(SendRequest, data)
+        conn = self.connection(sid)
+        if req.room not in conn.rooms:
+            raise ChatError("not_in_room", f"join {req.room!r} before sending to it")
+        if not conn.bucket.take():
+            raise ChatError("rate_limited", f"slow down: retry in {conn.bucket.retry_after():.2f}s", 429)
+        return await self.send(conn.user, req.room, req.text, req.client_id)
+
+    async def send(self, user: User, room: str, text: str, client_id: str | None) -> dict[str, Any]:
+        """Store, then fan out; the caller's ack says the message is stored."""
+        if len(text) > self.settings.max_message_chars:
+            raise ChatError("too_large", f"text is limited to {self.settings.max_message_chars} characters", 413)
+        result = await self._store_call(self.store.append(room, user, text, client_id or uuid.uuid4().hex, now_ms()))
+        message = result.message
+        if result.created:
+            self.metrics.messages_in.inc()
+            await self.sio.emit("message", message, room=room)
+            if self.notify_local is not None:
+                self.notify_local(message)
+        else:
+            self.metrics.duplicates.inc()
+        return {"ok": True, "id": message["id"], "seq": message["seq"], "ts": message["ts"]}
+
+    async def typing(self, sid: str, data: Any) -> dict[str, Any]:
+        req = parse(TypingRequest, data)
+        conn = self.connection(sid)
+        if req.room not in conn.rooms:
+            raise ChatError("not_in_room", f"not in room {req.room!r}")
+        if not conn.typing_bucket.take():
+            raise ChatError("rate_limited", "too many typing updates", 429)
+        await self.sio.emit(
+            "typing", {"room": req.room, "user": conn.user, "typing": req.typing}, room=req.room, skip_sid=sid
+        )
+        return {"ok": True}
+
+    async def history(self, sid: str, data: Any) -> dict[str, Any]:
+        req = parse(HistoryRequest, data)
+        self.connection(sid)
+        messages, more = await self.page(req.room, req.before, req.limit)
+        return {"ok": True, "messages": messages, "more": more}
+
+    async def page(self, room: str, before: str | None, limit: int) -> tuple[list[Message], bool]:
+        """A page of history older than ``before``; ``not_found`` for a room that never existed."""
+        if await self._store_call(self.store.room_info(room, create=False)) is None:
+            raise ChatError("not_found", f"no room {room!r}", 404)
+        before_seq = seq_of(before) if before is not None else None
+        return await self._store_call(self.store.latest(room, limit, before_seq))
+
+    async def rooms(self) -> list[dict[str, Any]]:
+        names = await self._store_call(self.store.rooms())
+        counts = await self._store_call(self.presence.counts(names))
+        return [{"name": n, "members": counts.get(n, 0)} for n in names]
+
+    # -- bridge (plain WebSocket) ---------------------------------------------------
+
+    async def bridge_join(self, sid: str, conn: Connection, room: str, subscriber: Subscriber) -> list[Message]:
+        info = await self._store_call(self.store.room_info(room))
+        self.subscribe(room, subscriber)
+        history, _ = await self._join_room(sid, conn, room, info.last_seq, None, rejoin=False)
+        return history
+
+    async def bridge_leave(self, sid: str, conn: Connection, room: str, subscriber: Subscriber) -> None:
+        self.unsubscribe(room, subscriber)
+        await self._leave_room(sid, conn, room)
+
+    # -- helpers ----------------------------------------------------------------
+
+    async def _store_call(self, awaitable: Any) -> Any:
+        try:
+            return await awaitable
+        except StoreUnavailable as exc:
+            self.metrics.store_errors.inc()
+            raise ChatError("unavailable", f"storage is unavailable, retry shortly ({exc})", 503) from None
+
+    async def notify(self, message: Message) -> None:
+        """Emit a mention notification to the sockets of everyone the message names."""
+        payload = notification(message)
+        for key in mentioned(message):
+            await self.sio.emit("notification", payload, room="@" + key)
+
+    async def reap_presence(self) -> None:
+        """Say goodbye for the members of instances that died without doing so."""
+        for room, user in await self.presence.reap():
+            await self._emit_presence(room, left=user)
+
+    def mention_room_of(self, user: User) -> str:
+        return mention_room(user["name"])
+
+
+async def run_periodically(interval: float, fn: Callable[[], Any], what: str) -> None:
+    """A background loop that survives errors (Redis outages) and logs them once per streak."""
+    failing = False
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await fn()
+            if failing:
+                log.info("%s recovered", what)
+            failing = False
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not failing:
+                log.warning("%s failed: %s", what, exc)
+            failing = True

@@ -1,0 +1,51 @@
+"""Configuration: the one place that reads the environment.
+
+Every knob has a default that serves a laptop; a fleet sets ``REDIS_URL``.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from functools import lru_cache
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Runtime settings, read from environment variables (names in the README)."""
+
+    model_config = SettingsConfigDict(env_prefix="CHAT_", extra="ignore", populate_by_name=True)
+
+    redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL", "CHAT_REDIS_URL"))
+    db_path: str = "data/chat.db"
+    cors_origins: str = "http://localhost:3000,http://127.0.0.1:3000"
+    auth_secret: str | None = None
+    max_message_chars: int = Field(default=4000, ge=1, le=100_000)
+    max_payload_bytes: int = Field(default=65_536, ge=1024)
+    rate: float = Field(default=10.0, gt=0, description="messages per second per connection")
+    rate_burst: int = Field(default=20, ge=1)
+    history_limit: int = Field(default=10_000, ge=10, description="messages kept per room")
+    default_room: str = "general"
+    page_size: int = Field(default=50, ge=1, le=500)
+    max_rooms_per_connection: int = Field(default=50, ge=1)
+    dedupe_ttl_seconds: int = Field(default=86_400, ge=60)
+    presence_ttl_seconds: float = Field(default=15.0, gt=1)
+    backend_url: str = "http://127.0.0.1:8000"
+    instance_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
+    port: int = Field(default=8000, validation_alias=AliasChoices("PORT", "CHAT_PORT"))
+
+    @property
+    def cors_origin_list(self) -> list[str] | str:
+        """python-socketio and Quart take a list of origins, or '*' for any."""
+        raw = self.cors_origins.strip()
+        if raw == "*":
+            return "*"
+        return [o.strip() for o in raw.split(",") if o.strip()]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings are read once per process; tests build their own ``Settings``."""
+    return Settings()

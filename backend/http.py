@@ -1,0 +1,193 @@
+"""The HTTP API (Quart): health, rooms, history, posting over plain HTTP, metrics.
+
+Every error is a JSON body ``{"ok": false, "error", "detail"}`` with a 4xx/5xx
+status, and the schema at ``/openapi.json`` is generated from the same
+pydantic models that validate the requests.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+from quart import Blueprint, Quart, Response, current_app, request
+from quart_schema import (
+    RequestSchemaValidationError,
+    validate_querystring,
+    validate_request,
+    validate_response,
+)
+from werkzeug.exceptions import HTTPException
+
+from backend.chat import Chat, anonymous_user
+from backend.limits import TokenBucket
+from backend.models import ChatError, HttpPostMessage, JoinRequest, MessageId, parse
+
+api = Blueprint("api", __name__)
+
+
+class RoomOut(BaseModel):
+    name: str
+    members: int
+
+
+class RoomsOut(BaseModel):
+    ok: bool = True
+    rooms: list[RoomOut]
+
+
+class UserOut(BaseModel):
+    id: str
+    name: str
+
+
+class MessageOut(BaseModel):
+    id: str
+    seq: int
+    room: str
+    user: UserOut
+    text: str
+    ts: int
+    client_id: str
+
+
+class PageQuery(BaseModel):
+    before: MessageId | None = None
+    limit: int = Field(default=50, ge=1, le=500)
+
+
+class PageOut(BaseModel):
+    ok: bool = True
+    room: str
+    messages: list[MessageOut]
+    more: bool
+
+
+class PostedOut(BaseModel):
+    ok: bool = True
+    id: str
+    seq: int
+    ts: int
+
+
+class StatusOut(BaseModel):
+    ok: bool
+    detail: str = ""
+
+
+class ErrorOut(BaseModel):
+    ok: bool = False
+    error: str
+    detail: str
+
+
+def _chat() -> Chat:
+    return current_app.extensions["fleetchat"]
+
+
+def _room(room: str) -> str:
+    return parse(JoinRequest, {"room": room}).room
+
+
+class _AddressLimits:
+    """Token buckets per client address for HTTP posts, bounded in memory."""
+
+    def __init__(self, rate: float, burst: int, size: int = 10_000) -> None:
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._rate, self._burst, self._size = rate, burst, size
+
+    def take(self, key: str) -> bool:
+        bucket = self._buckets.pop(key, None) or TokenBucket(self._rate, self._burst)
+        self._buckets[key] = bucket
+        if len(self._buckets) > self._size:
+            self._buckets.popitem(last=False)
+        return bucket.take()
+
+
+@api.get("/healthz")
+@validate_response(StatusOut)
+async def healthz() -> StatusOut:
+    """The process is up."""
+    return StatusOut(ok=True)
+
+
+@api.get("/readyz")
+@validate_response(StatusOut, 200)
+@validate_response(StatusOut, 503)
+async def readyz() -> tuple[StatusOut, int]:
+    """The store and the message bus answer; 503 otherwise."""
+    chat = _chat()
+    if not await chat.store.ping():
+        return StatusOut(ok=False, detail="store unavailable"), 503
+    bus_ping = current_app.extensions.get("fleetchat_bus_ping")
+    if bus_ping is not None and not await bus_ping():
+        return StatusOut(ok=False, detail="message bus unavailable"), 503
+    return StatusOut(ok=True), 200
+
+
+@api.get("/api/rooms")
+@validate_response(RoomsOut)
+async def list_rooms() -> RoomsOut:
+    """Rooms with their member counts."""
+    return RoomsOut(rooms=[RoomOut(**r) for r in await _chat().rooms()])
+
+
+@api.get("/api/rooms/<room>/messages")
+@validate_querystring(PageQuery)
+@validate_response(PageOut)
+async def get_messages(room: str, query_args: PageQuery) -> PageOut:
+    """A page of history, oldest first; ``before`` pages further back."""
+    name = _room(room)
+    messages, more = await _chat().page(name, query_args.before, query_args.limit)
+    return PageOut(room=name, messages=[MessageOut(**m) for m in messages], more=more)
+
+
+@api.post("/api/rooms/<room>/messages")
+@validate_request(HttpPostMessage)
+@validate_response(PostedOut, 201)
+async def post_message(room: str, data: HttpPostMessage) -> tuple[PostedOut, int]:
+    """Post a message over plain HTTP; it reaches every socket in the room."""
+    chat = _chat()
+    name = _room(room)
+    if data.name is None:
+        raise ChatError("bad_request", "name is required", 400)
+    limits: _AddressLimits = current_app.extensions["fleetchat_http_limits"]
+    if not limits.take(request.remote_addr or "unknown"):
+        raise ChatError("rate_limited", "too many posts from this address", 429)
+    if await chat._store_call(chat.store.room_info(name, create=False)) is None:
+        raise ChatError("not_found", f"no room {name!r}; join it first to create it", 404)
+    ack = await chat.send(anonymous_user(data.name), name, data.text, data.client_id)
+    return PostedOut(id=ack["id"], seq=ack["seq"], ts=ack["ts"]), 201
+
+
+@api.get("/metrics")
+async def metrics() -> Response:
+    """Prometheus metrics of this instance."""
+    registry = _chat().metrics.registry
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+
+def _error(code: str, detail: str, status: int) -> tuple[dict[str, Any], int]:
+    return {"ok": False, "error": code, "detail": detail}, status
+
+
+def install(app: Quart, chat: Chat) -> None:
+    app.extensions["fleetchat"] = chat
+    app.extensions["fleetchat_http_limits"] = _AddressLimits(chat.settings.rate, chat.settings.rate_burst)
+    app.register_blueprint(api)
+
+    @app.errorhandler(ChatError)
+    async def chat_error(exc: ChatError) -> tuple[dict[str, Any], int]:
+        chat.metrics.refused.labels(exc.code).inc()
+        return _error(exc.code, exc.detail, exc.status)
+
+    @app.errorhandler(RequestSchemaValidationError)
+    async def schema_error(exc: RequestSchemaValidationError) -> tuple[dict[str, Any], int]:
+        return _error("bad_request", str(exc.validation_error)[:500], 400)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> tuple[dict[str, Any], int]:
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.code or 400, "bad_request")
+        return _error(code, exc.description or exc.name, exc.code or 400)

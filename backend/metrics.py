@@ -1,0 +1,32 @@
+"""Prometheus metrics, one registry per app so tests can build several apps."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.connected = Gauge(
+            "fleetchat_connected_sockets", "Socket.IO and /ws connections on this instance", registry=r
+        )
+        self.rooms = Gauge("fleetchat_local_rooms", "Rooms with a listener on this instance", registry=r)
+        self.messages_in = Counter("fleetchat_messages_in_total", "Messages stored through this instance", registry=r)
+        self.messages_out = Counter("fleetchat_deliveries_total", "Message deliveries to local sockets", registry=r)
+        self.duplicates = Counter("fleetchat_duplicate_sends_total", "Resends answered from dedupe", registry=r)
+        self.refused = Counter("fleetchat_refused_total", "Requests refused, by error code", ["code"], registry=r)
+        self.connections_refused = Counter(
+            "fleetchat_connections_refused_total", "Connections refused, by reason", ["reason"], registry=r
+        )
+        self.store_errors = Counter("fleetchat_store_errors_total", "Store or Redis operations that failed", registry=r)
+        self.replayed = Counter(
+            "fleetchat_relay_replayed_total", "Messages read back from the store to fill a gap", registry=r
+        )
+        self.fanout_latency = Histogram(
+            "fleetchat_fanout_latency_seconds",
+            "From the message's timestamp to its local fan-out",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r,
+        )

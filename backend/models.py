@@ -1,0 +1,142 @@
+"""Payload types: what clients may send, validated before anything else runs.
+
+Client payloads are parsed with pydantic in strict mode so a wrong type is a
+clear ``bad_request`` instead of a silent coercion. Server-side messages are
+plain dicts (built once, encoded once) to keep the hot path lean.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Annotated, Any, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
+
+ROOM_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,39}$"
+"""Room names: lower-case slugs of 1-40 letters, digits, '-' and '_'."""
+_ROOM_RE = re.compile(ROOM_PATTERN)
+NAME_MAX = 32
+MESSAGE_ID_RE = re.compile(r"^[0-9]{1,18}$")
+
+
+def _check_name(value: str) -> str:
+    value = value.strip()
+    if not 1 <= len(value) <= NAME_MAX:
+        raise ValueError(f"name must be 1-{NAME_MAX} characters")
+    if any(not ch.isprintable() or unicodedata.category(ch) in ("Cf", "Co", "Cs") for ch in value):
+        raise ValueError("name must contain printable characters only")
+    return value
+
+
+def _check_room(value: str) -> str:
+    value = value.strip().lower()
+    if not _ROOM_RE.match(value):
+        raise ValueError("room must match " + ROOM_PATTERN)
+    return value
+
+
+def _check_text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("text must not be empty")
+    if "\x00" in value:
+        raise ValueError("text must not contain NUL")
+    return value
+
+
+UserName = Annotated[str, AfterValidator(_check_name)]
+RoomName = Annotated[str, AfterValidator(_check_room)]
+MessageText = Annotated[str, AfterValidator(_check_text)]
+ClientId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+MessageId = Annotated[str, StringConstraints(pattern=MESSAGE_ID_RE.pattern)]
+
+
+class Payload(BaseModel):
+    """Base for client payloads: strict types, unknown keys (such as a spoofed
+    ``user``) dropped so the server alone decides who speaks."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+class ConnectAuth(Payload):
+    name: UserName
+    token: str | None = Field(default=None, max_length=4096)
+
+
+class JoinRequest(Payload):
+    room: RoomName
+    since: MessageId | None = None
+
+
+class LeaveRequest(Payload):
+    room: RoomName
+
+
+class SendRequest(Payload):
+    room: RoomName
+    text: MessageText
+    client_id: ClientId | None = None
+
+
+class TypingRequest(Payload):
+    room: RoomName
+    typing: bool
+
+
+class HistoryRequest(Payload):
+    room: RoomName
+    before: MessageId | None = None
+    limit: int = Field(default=50, ge=1, le=500)
+
+
+class HttpPostMessage(Payload):
+    """Body of ``POST /api/rooms/<room>/messages``."""
+
+    name: UserName | None = None
+    text: MessageText
+    client_id: ClientId | None = None
+
+
+P = TypeVar("P", bound=Payload)
+
+
+class ChatError(Exception):
+    """A refusal that becomes ``{"ok": false, "error": code, "detail": ...}``."""
+
+    def __init__(self, code: str, detail: str, status: int = 400) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.status = status
+
+    def ack(self) -> dict[str, Any]:
+        return {"ok": False, "error": self.code, "detail": self.detail}
+
+
+def parse(model: type[P], data: Any) -> P:
+    """Validate a client payload or raise ``ChatError('bad_request')`` with a
+    short, human-readable reason (never the whole pydantic dump)."""
+    if not isinstance(data, dict):
+        raise ChatError("bad_request", "payload must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "payload"
+        raise ChatError("bad_request", f"{where}: {first.get('msg', 'invalid')}") from None
+
+
+def message_id(seq: int) -> str:
+    """Ids are zero-padded sequence numbers, so they sort as strings in message order."""
+    return f"{seq:012d}"
+
+
+def seq_of(message_id_: str) -> int:
+    return int(message_id_)

@@ -1,0 +1,133 @@
+"""Ordered, exactly-once delivery of each room's messages to this instance.
+
+Pub/sub is only the fast path: python-socketio's Redis manager drops a
+publish that fails, its listener resubscribes after a gap without telling
+anyone, and two instances can publish seq 6 before seq 5. The relay tracks
+the last ``seq`` it delivered per room; a duplicate is dropped, a message
+ahead of a gap is held briefly (a reordering usually fills it within
+milliseconds) and otherwise the gap is read back from the store. A periodic
+sweep compares the store's newest ``seq`` with ours, so even the last message
+of a burst that pub/sub lost arrives. Loss in pub/sub costs latency, not data,
+and clients that know nothing of ``seq`` (plain socket.io, the /ws bridge)
+still see every message once, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from backend.store.base import Message, MessageStore, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+Deliver = Callable[[str, Message], None]
+FILL_BATCH = 500
+
+
+class Relay:
+    def __init__(self, store: MessageStore, deliver: Deliver, gap_wait: float = 0.05) -> None:
+        self._store = store
+        self._deliver = deliver
+        self._gap_wait = gap_wait
+        self._last: dict[str, int] = {}
+        self._held: dict[str, dict[int, Message]] = {}
+        self._fills: dict[str, asyncio.Task[None]] = {}
+        self.replayed = 0
+        """Messages this instance read back from the store to close a gap."""
+
+    def track(self, room: str, last_seq: int) -> None:
+        """Start relaying ``room`` after ``last_seq`` (what a joiner got as history)."""
+        if room not in self._last:
+            self._last[room] = last_seq
+
+    def untrack(self, room: str) -> None:
+        """No local listener is left in ``room``."""
+        self._last.pop(room, None)
+        self._held.pop(room, None)
+        task = self._fills.pop(room, None)
+        if task:
+            task.cancel()
+
+    def last(self, room: str) -> int:
+        """The last seq delivered (or to be delivered next after) in a tracked room."""
+        return self._last[room]
+
+    def tracked(self) -> list[str]:
+        return list(self._last)
+
+    def accept(self, message: Message) -> None:
+        """A message from any path (local send, pub/sub, replay)."""
+        room = message["room"]
+        last = self._last.get(room)
+        if last is None:
+            return
+        seq = message["seq"]
+        if seq <= last:
+            return
+        if seq == last + 1:
+            self._last[room] = seq
+            self._deliver(room, message)
+            self._drain(room)
+            return
+        self._held.setdefault(room, {})[seq] = message
+        self._schedule_fill(room, self._gap_wait)
+
+    def _drain(self, room: str) -> None:
+        held = self._held.get(room)
+        if not held:
+            return
+        last = self._last[room]
+        while (nxt := held.pop(last + 1, None)) is not None:
+            last += 1
+            self._deliver(room, nxt)
+        self._last[room] = last
+        for stale in [s for s in held if s <= last]:
+            del held[stale]
+        if not held:
+            del self._held[room]
+
+    def _schedule_fill(self, room: str, wait: float) -> None:
+        if room not in self._fills:
+            self._fills[room] = asyncio.get_running_loop().create_task(self._fill(room, wait))
+
+    async def _fill(self, room: str, wait: float) -> None:
+        try:
+            if wait:
+                await asyncio.sleep(wait)
+            while room in self._last:
+                held = self._held.get(room)
+                if wait and not held:
+                    return  # the reordering resolved itself
+                last = self._last[room]
+                missing = await self._store.after(room, last, FILL_BATCH)
+                if not missing:
+                    return
+                for message in missing:
+                    if message["seq"] > self._last.get(room, message["seq"]):
+                        self.replayed += 1
+                    self.accept(message)
+                if len(missing) < FILL_BATCH and not self._held.get(room):
+                    return
+        except StoreUnavailable as exc:
+            log.warning("relay: cannot fill gap in %s yet: %s", room, exc)
+        finally:
+            self._fills.pop(room, None)
+
+    async def sweep(self) -> None:
+        """Catch up every tracked room whose store is ahead of what we relayed."""
+        rooms = self.tracked()
+        if not rooms:
+            return
+        newest = await self._store.last_seqs(rooms)
+        for room, seq in zip(rooms, newest, strict=True):
+            last = self._last.get(room)
+            if last is None:
+                continue
+            if seq < last:  # history was lost (Redis flushed): start over
+                log.warning("relay: %s went back from seq %d to %d; history was reset", room, last, seq)
+                self._last[room] = seq
+                self._held.pop(room, None)
+            elif seq > last:
+                self._schedule_fill(room, 0)

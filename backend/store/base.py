@@ -1,0 +1,75 @@
+"""The store contract: an append-only, per-room log with a gap-free ``seq``.
+
+The store is the source of truth: a message exists once ``append`` returns,
+and every fan-out path (pub/sub, replay after a gap, resume with ``since``)
+reads from here. Implementations: ``sqlite.SqliteStore`` (embedded) and
+``redis.RedisStore`` (fleet).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any
+
+Message = dict[str, Any]
+"""``{"id", "seq", "room", "user": {"id", "name"}, "text", "ts", "client_id"}``"""
+
+
+class StoreUnavailable(Exception):
+    """The backing service cannot be reached; callers answer ``unavailable``."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    message: Message
+    created: bool
+    """False when ``client_id`` was seen before: ``message`` is the first one."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoomInfo:
+    epoch: str
+    """Changes only when the room's stored history was lost."""
+    last_seq: int
+
+
+class MessageStore(abc.ABC):
+    """Append-only room logs. All methods may raise ``StoreUnavailable``."""
+
+    @abc.abstractmethod
+    async def open(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def ping(self) -> bool:
+        """True when the store answers (drives ``/readyz``)."""
+
+    @abc.abstractmethod
+    async def append(self, room: str, user: dict[str, str], text: str, client_id: str, ts: int) -> AppendResult:
+        """Store a message, assigning the room's next ``seq`` and its ``id``,
+        atomically with the dedupe check on ``(user id, client_id)``."""
+
+    @abc.abstractmethod
+    async def room_info(self, room: str, create: bool = True) -> RoomInfo | None:
+        """The room's epoch and last seq; creates the room unless ``create`` is False."""
+
+    @abc.abstractmethod
+    async def latest(self, room: str, limit: int, before_seq: int | None = None) -> tuple[list[Message], bool]:
+        """Up to ``limit`` messages older than ``before_seq`` (or the newest),
+        oldest first, and whether older ones remain."""
+
+    @abc.abstractmethod
+    async def after(self, room: str, after_seq: int, limit: int) -> list[Message]:
+        """Messages with ``seq > after_seq``, oldest first, at most ``limit``."""
+
+    async def last_seqs(self, rooms: list[str]) -> list[int]:
+        """The newest ``seq`` of each room (0 if unknown); the relay's gap sweep."""
+        infos = [await self.room_info(r, create=False) for r in rooms]
+        return [i.last_seq if i else 0 for i in infos]
+
+    @abc.abstractmethod
+    async def rooms(self) -> list[str]:
+        """Every room that exists."""

@@ -1,0 +1,55 @@
+"""Shared fixtures: a private redis-server per test session, backends on free ports."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import pytest
+
+from tests.support import Backend, ChatClient, RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def backends() -> Iterator[Callable[..., Backend]]:
+    """Start backends on demand; every one is stopped at the end of the test."""
+    started: list[Backend] = []
+
+    def start(**kwargs: object) -> Backend:
+        backend = Backend(**kwargs).start()  # type: ignore[arg-type]
+        started.append(backend)
+        return backend
+
+    yield start
+    for backend in started:
+        backend.kill()
+
+
+@pytest.fixture(scope="module")
+def embedded() -> Iterator[Backend]:
+    """One embedded-mode backend shared by a test module (rooms keep tests apart)."""
+    backend = Backend(env={"CHAT_RATE": "1000", "CHAT_RATE_BURST": "1000"}).start()
+    yield backend
+    backend.kill()
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[Callable[..., ChatClient]]:
+    made: list[ChatClient] = []
+
+    async def make(url: str, name: str, **auth: object) -> ChatClient:
+        client = ChatClient(url, name, **auth)
+        await client.connect()
+        made.append(client)
+        return client
+
+    yield make  # type: ignore[misc]
+    for client in made:
+        await client.close()

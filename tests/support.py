@@ -1,0 +1,241 @@
+"""Real processes for tests: redis-server and hypercorn on free ports, and
+Socket.IO clients that record what they receive."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import socketio
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.05, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+async def async_wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.02, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        await asyncio.sleep(interval)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+class RedisServer:
+    """A private redis-server with AOF fsync on every write, so a restart
+    loses nothing that was acknowledged (the production setting we document)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="fc-redis-")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise RuntimeError("redis-server is not installed: run scripts/bootstrap.sh apt:redis-server")
+        self.proc = subprocess.Popen(
+            [
+                exe,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                self.dir,
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(self._answers, 10, what="redis-server to answer")
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def command(self, *args: str) -> bytes:
+        """One raw RESP command (no client library needed for admin calls)."""
+        parts = [f"*{len(args)}\r\n".encode()]
+        for a in args:
+            b = a.encode()
+            parts.append(b"$%d\r\n%s\r\n" % (len(b), b))
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+            s.sendall(b"".join(parts))
+            return s.recv(65536)
+
+
+class Backend:
+    """One ``hypercorn backend.app:asgi`` process on a free port."""
+
+    def __init__(self, env: dict[str, str] | None = None, port: int | None = None, db_dir: str | None = None) -> None:
+        self.port = port or free_port()
+        self.db_dir = db_dir or tempfile.mkdtemp(prefix="fc-db-")
+        self.env = {
+            **os.environ,
+            "PORT": str(self.port),
+            "CHAT_DB_PATH": os.path.join(self.db_dir, "chat.db"),
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = os.path.join(self.db_dir, f"backend-{self.port}.log")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Backend:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the process owns it
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "hypercorn",
+                "backend.app:asgi",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--graceful-timeout",
+                "3",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for(self._healthy, 30, what=f"backend on {self.port}")
+        return self
+
+    def _healthy(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"backend exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+        try:
+            return http_get(self.url + "/healthz", 0.5)[0] == 200
+        except OSError:
+            return False
+
+    def log(self) -> str:
+        try:
+            return Path(self.log_path).read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def terminate(self, timeout: float = 15) -> int:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                return self.proc.wait()
+        return self.proc.returncode if self.proc else 0
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def restart(self) -> Backend:
+        self.terminate()
+        return self.start()
+
+
+class ChatClient:
+    """A python-socketio client that records every event it receives."""
+
+    def __init__(self, url: str, name: str, **auth: Any) -> None:
+        self.url = url
+        self.name = name
+        self.auth = {"name": name, **auth}
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.events: dict[str, list[Any]] = defaultdict(list)
+        self.sio.on("*", self._record)
+
+    async def _record(self, event: str, data: Any = None) -> None:
+        self.events[event].append(data)
+
+    async def connect(self, transports: list[str] | None = None) -> ChatClient:
+        await self.sio.connect(self.url, auth=self.auth, transports=transports or ["websocket"], wait_timeout=10)
+        return self
+
+    async def call(self, event: str, data: Any = None, timeout: float = 10) -> Any:
+        return await self.sio.call(event, data, timeout=timeout)
+
+    async def join(self, room: str, **extra: Any) -> dict[str, Any]:
+        ack = await self.call("join", {"room": room, **extra})
+        assert ack["ok"], ack
+        return ack
+
+    async def send(self, room: str, text: str, client_id: str | None = None) -> dict[str, Any]:
+        return await self.call("message", {"room": room, "text": text, "client_id": client_id or uuid.uuid4().hex})
+
+    def messages(self, room: str | None = None) -> list[dict[str, Any]]:
+        return [m for m in self.events["message"] if room is None or m["room"] == room]
+
+    def texts(self, room: str | None = None) -> list[str]:
+        return [m["text"] for m in self.messages(room)]
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.sio.disconnect()
