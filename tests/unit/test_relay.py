@@ -1,0 +1,101 @@
+"""The relay delivers each room's messages once, in seq order, filling gaps from the store."""
+
+from __future__ import annotations
+
+import asyncio
+
+from backend.relay import Relay
+from backend.store.base import AppendResult, Message, MessageStore, RoomInfo
+
+
+class ListStore(MessageStore):
+    """An in-memory log: the relay only reads ``after`` and ``last_seqs``."""
+
+    def __init__(self) -> None:
+        self.log: list[Message] = []
+
+    def add(self, seq: int) -> Message:
+        m = {"id": f"{seq:012d}", "seq": seq, "room": "r", "text": str(seq), "ts": 0}
+        self.log.append(m)
+        return m
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> bool:
+        return True
+
+    async def append(self, room, user, text, client_id, ts) -> AppendResult:  # type: ignore[override]
+        raise NotImplementedError
+
+    async def room_info(self, room, create=True) -> RoomInfo | None:  # type: ignore[override]
+        return RoomInfo("e", len(self.log))
+
+    async def latest(self, room, limit, before_seq=None):  # type: ignore[override]
+        raise NotImplementedError
+
+    async def after(self, room, after_seq, limit):  # type: ignore[override]
+        return [m for m in self.log if m["seq"] > after_seq][:limit]
+
+    async def rooms(self) -> list[str]:
+        return ["r"]
+
+
+def make(gap_wait: float = 0.01) -> tuple[Relay, ListStore, list[int]]:
+    store = ListStore()
+    out: list[int] = []
+    relay = Relay(store, lambda room, m: out.append(m["seq"]), gap_wait=gap_wait)
+    return relay, store, out
+
+
+async def test_in_order_messages_pass_straight_through_and_duplicates_drop():
+    relay, store, out = make()
+    relay.track("r", 0)
+    for seq in (1, 2, 2, 3, 1):
+        relay.accept(store.add(seq) if seq > len(store.log) else store.log[seq - 1])
+    assert out == [1, 2, 3]
+
+
+async def test_a_reordering_is_resolved_without_touching_the_store():
+    relay, store, out = make(gap_wait=5)
+    relay.track("r", 0)
+    m1, m2, m3 = store.add(1), store.add(2), store.add(3)
+    relay.accept(m2)
+    relay.accept(m3)
+    assert out == []
+    relay.accept(m1)
+    assert out == [1, 2, 3]
+
+
+async def test_a_lost_message_is_read_back_from_the_store():
+    relay, store, out = make()
+    relay.track("r", 0)
+    m1, _lost, m3 = store.add(1), store.add(2), store.add(3)
+    relay.accept(m1)
+    relay.accept(m3)
+    for _ in range(100):
+        if out == [1, 2, 3]:
+            break
+        await asyncio.sleep(0.01)
+    assert out == [1, 2, 3]
+
+
+async def test_sweep_catches_up_when_the_newest_messages_never_arrived():
+    relay, store, out = make()
+    relay.track("r", 0)
+    relay.accept(store.add(1))
+    store.add(2)
+    store.add(3)
+    await relay.sweep()
+    for _ in range(100):
+        if out == [1, 2, 3]:
+            break
+        await asyncio.sleep(0.01)
+    assert out == [1, 2, 3]
+
+
+async def test_untracked_rooms_are_ignored_and_tracking_starts_after_history():
+    relay, store, out = make()
+    relay.accept(store.add(1))
+    relay.track("r", 1)
+    relay.accept(store.add(2))
+    assert out == [2]
