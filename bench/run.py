@@ -1,0 +1,883 @@
+"""fleetchat benchmark driver: fleetchat side by side with its peers, in one run.
+
+    .venv/bin/python -m bench.run [--rounds 3] [--targets fleetchat,node,naive] ...
+    .venv/bin/python -m bench.run --smoke          # tiny parameters, < 60 s
+
+It starts its own redis-server on a free port, two instances of each target on
+free ports (127.0.0.1 only) and the Node load generator (bench/loadgen), and runs
+the scenarios, alternating targets within each round so that drift cancels:
+
+  fanout      N clients over the instances in one room, S senders at R msg/s:
+              deliveries/s, p50/p99 delivery latency, loss
+  saturation  N clients, S senders as fast as their acks allow: deliveries/s
+  idle        connections opened to one instance within a bounded time (capped),
+              and that instance's RSS growth per connection
+
+Each (round, target, scenario) gets fresh instances and an empty Redis. Results:
+bench/results/<timestamp>.json (every run plus medians) and bench/results/latest.md
+(the table, also printed). All loops are bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import queue
+import resource
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+LOADGEN_DIR = BENCH / "loadgen"
+NODE_PEER_DIR = BENCH / "peers" / "node-socketio"
+NAIVE_PEER_DIR = BENCH / "peers" / "python-naive"
+NPM_DIRS = (LOADGEN_DIR, NODE_PEER_DIR)
+HOST = "127.0.0.1"
+README = BENCH / "README.md"
+README_START = "<!-- bench:latest:start -->"
+README_END = "<!-- bench:latest:end -->"
+
+ALL_TARGETS = ("fleetchat", "node", "naive")
+ALL_SCENARIOS = ("fanout", "saturation", "idle")
+LABELS = {
+    "fleetchat": "fleetchat (hypercorn, Redis fleet)",
+    "fleetchat-embedded": "fleetchat (hypercorn, EMBEDDED single instance, no Redis)",
+    "node": "Node socket.io 4 + redis-adapter",
+    "naive": "naive python-socketio + AsyncRedisManager, hypercorn",
+}
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+# ------------------------------------------------------------------ tooling --
+
+
+def find_node() -> str:
+    env = os.environ.get("BENCH_NODE")
+    if env:
+        return env
+    local = ROOT / ".tools" / "node_modules" / ".bin" / "node"
+    if local.exists() and os.access(local, os.X_OK):
+        return str(local)
+    node = shutil.which("node")
+    if not node:
+        raise BenchError("node not found: install Node.js >= 20 or run scripts/bootstrap.sh node")
+    return node
+
+
+def find_npm() -> str:
+    npm = shutil.which("npm")
+    if not npm:
+        raise BenchError("npm not found: it installs the load generator's and the Node peer's packages")
+    return npm
+
+
+def ensure_npm_deps(directory: Path, timeout: float = 600) -> None:
+    """Install a package's node_modules from its lockfile when missing or stale."""
+    lock = directory / "package-lock.json"
+    marker = directory / "node_modules" / ".package-lock.json"
+    if marker.exists() and marker.stat().st_mtime >= lock.stat().st_mtime:
+        return
+    npm = find_npm()
+    log(f"installing npm packages in {directory.relative_to(ROOT)} (npm ci)")
+    base = ["--no-audit", "--no-fund", "--loglevel=error"]
+    proc = subprocess.run([npm, "ci", *base], cwd=directory, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        log(f"npm ci failed ({proc.stderr.strip()[-300:]}); trying npm install")
+        proc = subprocess.run([npm, "install", *base], cwd=directory, capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise BenchError(f"npm install failed in {directory}: {proc.stderr.strip()[-1000:]}")
+
+
+def raise_nofile(want: int = 65536) -> int:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for new_hard in (max(hard, want), hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, new_hard), new_hard))
+            break
+        except (ValueError, OSError):
+            continue
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def rss_kb(pid: int) -> int:
+    """VmRSS of pid and all its descendants, in kB (psutil-free)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    total, todo, seen = 0, [pid], set()
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        todo.extend(children.get(p, []))
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            continue
+    return total
+
+
+def machine_info(node: str) -> dict:
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem_gib = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    mem_gib = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+
+    def pkg_version(directory: Path, name: str) -> str | None:
+        try:
+            return json.loads((directory / "node_modules" / name / "package.json").read_text())["version"]
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def py_version(name: str) -> str | None:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    node_v = subprocess.run([node, "-v"], capture_output=True, text=True).stdout.strip()
+    redis_v = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.strip()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "mem_gib": mem_gib,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "node": node_v,
+        "redis": redis_v.split(" v=")[1].split()[0] if " v=" in redis_v else redis_v,
+        "python_socketio": py_version("python-socketio"),
+        "hypercorn": py_version("hypercorn"),
+        "node_socketio": pkg_version(NODE_PEER_DIR, "socket.io"),
+        "node_redis_adapter": pkg_version(NODE_PEER_DIR, "@socket.io/redis-adapter"),
+        "loadgen_socketio_client": pkg_version(LOADGEN_DIR, "socket.io-client"),
+    }
+
+
+# --------------------------------------------------------------- processes --
+
+
+class Proc:
+    """A child process in its own session, stopped by its process group id."""
+
+    def __init__(self, name: str, argv: list[str], cwd: Path, env: dict, logfile: Path):
+        self.name = name
+        self.logfile = logfile
+        self._log = open(logfile, "wb")  # noqa: SIM115 - lives as long as the process
+        self.p = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.p.pid
+
+    def alive(self) -> bool:
+        return self.p.poll() is None
+
+    def tail(self, n: int = 2000) -> str:
+        try:
+            return self.logfile.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def stop(self, grace: float = 5.0) -> None:
+        if self.p.poll() is None:
+            try:
+                os.killpg(self.p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.p.wait(grace)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.p.pid, signal.SIGKILL)  # the group may outlive its leader
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.p.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+        self._log.close()
+
+
+class Redis:
+    def __init__(self, logdir: Path):
+        self.port = free_port()
+        self.proc = Proc(
+            "redis",
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                HOST,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--maxclients",
+                "20000",
+                "--loglevel",
+                "warning",
+            ],
+            ROOT,
+            dict(os.environ),
+            logdir / "redis.log",
+        )
+        self.url = f"redis://{HOST}:{self.port}/0"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if self.command("PING") == "+PONG":
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise BenchError(f"redis-server did not start: {self.proc.tail()}")
+
+    def command(self, *args: str) -> str:
+        payload = f"*{len(args)}\r\n" + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)
+        with socket.create_connection((HOST, self.port), timeout=5) as s:
+            s.sendall(payload.encode())
+            return s.recv(4096).decode().strip()
+
+    def flush(self) -> None:
+        if self.command("FLUSHALL") != "+OK":
+            raise BenchError("redis FLUSHALL failed")
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+@dataclass
+class TargetSpec:
+    name: str
+    label: str
+    instances: int
+    uses_redis: bool = True
+    extra: list[str] = field(default_factory=list)
+
+    def command(self, port: int, node: str) -> tuple[list[str], Path, dict]:
+        env = dict(os.environ)
+        env["PORT"] = str(port)
+        env["PYTHONUNBUFFERED"] = "1"
+        bind = f"{HOST}:{port}"
+        if self.name.startswith("fleetchat"):
+            env["CHAT_RATE"] = "100000"
+            env["CHAT_RATE_BURST"] = "100000"
+            return ([sys.executable, "-m", "hypercorn", "backend.app:asgi", "--bind", bind, *self.extra], ROOT, env)
+        if self.name == "node":
+            return ([node, "server.js", *self.extra], NODE_PEER_DIR, env)
+        if self.name == "naive":
+            env["PYTHONPATH"] = str(NAIVE_PEER_DIR)
+            argv = [sys.executable, "-m", "hypercorn", "naive_peer:asgi", "--bind", bind, *self.extra]
+            return (argv, NAIVE_PEER_DIR, env)
+        raise BenchError(f"unknown target {self.name}")
+
+
+def wait_ready(proc: Proc, port: int, timeout: float = 40) -> None:
+    url = f"http://{HOST}:{port}/socket.io/?EIO=4&transport=polling"
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise BenchError(f"{proc.name} exited with {proc.p.returncode}:\n{proc.tail()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError as e:
+            last = str(e)
+        time.sleep(0.1)
+    raise BenchError(f"{proc.name} not ready on port {port} after {timeout}s ({last}):\n{proc.tail()}")
+
+
+class Fleet:
+    """The instances of one target, started fresh for one scenario."""
+
+    def __init__(self, spec: TargetSpec, redis: Redis, node: str, logdir: Path, tag: str):
+        self.procs: list[Proc] = []
+        self.ports: list[int] = []
+        try:
+            for i in range(spec.instances):
+                port = free_port()
+                argv, cwd, env = spec.command(port, node)
+                if spec.uses_redis:
+                    env["REDIS_URL"] = redis.url
+                else:
+                    env.pop("REDIS_URL", None)
+                proc = Proc(f"{spec.name}#{i}", argv, cwd, env, logdir / f"{tag}-{i}.log")
+                self.procs.append(proc)
+                self.ports.append(port)
+            for proc, port in zip(self.procs, self.ports, strict=True):
+                wait_ready(proc, port)
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"http://{HOST}:{p}" for p in self.ports]
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.stop()
+
+
+# ----------------------------------------------------------------- loadgen --
+
+
+class Loadgen:
+    def __init__(self, node: str, cfg: dict, logfile: Path):
+        self._log = open(logfile, "ab")  # noqa: SIM115 - lives as long as the process
+        self.p = subprocess.Popen(
+            [node, str(LOADGEN_DIR / "loadgen.js"), json.dumps(cfg)],
+            cwd=LOADGEN_DIR,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            start_new_session=True,
+        )
+        self.lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._reader, daemon=True).start()
+
+    def _reader(self) -> None:
+        for line in self.p.stdout:
+            line = line.strip()
+            if line.startswith("{"):
+                try:
+                    self.lines.put(json.loads(line))
+                except ValueError:
+                    pass
+        self.lines.put(None)
+
+    def next_event(self, timeout: float) -> dict:
+        try:
+            ev = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise BenchError(f"load generator gave no output within {timeout:.0f}s") from None
+        if ev is None:
+            raise BenchError(f"load generator exited ({self.p.wait()}) without a result")
+        return ev
+
+    def until(self, event: str, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            ev = self.next_event(max(0.1, deadline - time.monotonic()))
+            if ev.get("event") == event or (event != "result" and ev.get("event") == "result"):
+                return ev
+
+    def release(self) -> None:
+        try:
+            self.p.stdin.write("release\n")
+            self.p.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass
+
+    def close(self) -> None:
+        try:
+            self.p.wait(15)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(self.p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.p.wait(5)
+        self._log.close()
+
+
+# --------------------------------------------------------------- scenarios --
+
+
+def run_room(
+    args,
+    node: str,
+    fleet: Fleet,
+    logfile: Path,
+    *,
+    clients: int,
+    senders: int,
+    rate: float,
+    duration: float,
+    window: int,
+    room: str,
+) -> dict:
+    cfg = {
+        "mode": "room",
+        "urls": fleet.urls,
+        "room": room,
+        "clients": clients,
+        "senders": senders,
+        "rate": rate,
+        "window": window,
+        "duration": duration,
+        "warmup": args.warmup,
+        "workers": args.loadgen_workers,
+        "textBytes": args.text_bytes,
+        "connectTimeout": args.connect_timeout,
+        "drainTimeout": args.drain_timeout,
+    }
+    bound = args.connect_timeout + args.warmup + duration + args.drain_timeout + 60
+    lg = Loadgen(node, cfg, logfile)
+    try:
+        res = lg.until("result", bound)
+    finally:
+        lg.close()
+    if not res.get("ok"):
+        raise BenchError(f"load generator failed: {res.get('error')} {res.get('setup', '')}")
+    loss = res["missing"]
+    return {
+        "deliveries_per_s": res["deliveries_per_s"],
+        "p50_ms": res["latency"]["p50_ms"],
+        "p99_ms": res["latency"]["p99_ms"],
+        "max_ms": res["latency"]["max_ms"],
+        "ack_p50_ms": res["ack_latency"]["p50_ms"],
+        "ack_p99_ms": res["ack_latency"]["p99_ms"],
+        "acked_per_s": res["acked_per_s"],
+        "sent": res["sent"],
+        "acked": res["acked"],
+        "ack_failures": res["ack_failures"],
+        "deliveries": res["deliveries"],
+        "expected_deliveries": res["expected_deliveries"],
+        "loss": loss,
+        "duplicates": res["duplicates"],
+        "disconnects": res["disconnects"],
+        "drain_ms": res["drain_ms"],
+        "raw": res,
+    }
+
+
+def scenario_fanout(args, node, fleet, logfile):
+    return run_room(
+        args,
+        node,
+        fleet,
+        logfile,
+        clients=args.fanout_clients,
+        senders=args.fanout_senders,
+        rate=args.fanout_rate,
+        duration=args.fanout_duration,
+        window=1,
+        room="bench-fanout",
+    )
+
+
+def scenario_saturation(args, node, fleet, logfile):
+    return run_room(
+        args,
+        node,
+        fleet,
+        logfile,
+        clients=args.sat_clients,
+        senders=args.sat_senders,
+        rate=0,
+        duration=args.sat_duration,
+        window=args.sat_window,
+        room="bench-saturation",
+    )
+
+
+def scenario_idle(args, node, fleet, logfile):
+    target_pid = fleet.procs[0].pid
+    time.sleep(args.settle)
+    before = rss_kb(target_pid)
+    cfg = {
+        "mode": "idle",
+        "urls": fleet.urls[:1],
+        "count": args.idle_cap,
+        "duration": args.idle_duration,
+        "concurrency": args.idle_concurrency,
+        "workers": args.loadgen_workers,
+        "connectTimeout": args.connect_timeout,
+        "hold": args.idle_duration + 60,
+        "room": "bench-idle",
+    }
+    lg = Loadgen(node, cfg, logfile)
+    try:
+        held = lg.until("held", args.idle_duration + args.connect_timeout + 60)
+        if held.get("event") != "held":
+            raise BenchError(f"idle load generator failed: {held}")
+        time.sleep(args.settle)
+        after = rss_kb(target_pid)
+        lg.release()
+        res = lg.until("result", 60)
+    finally:
+        lg.close()
+    n = held["held"]
+    return {
+        "held": n,
+        "still_held": res.get("still_held"),
+        "attempts": held["attempts"],
+        "failed": held["failed"],
+        "errors": held["errors"],
+        "open_s": held["elapsed_s"],
+        "rss_before_kb": before,
+        "rss_after_kb": after,
+        "kb_per_conn": round((after - before) / n, 2) if n else None,
+    }
+
+
+SCENARIOS = {"fanout": scenario_fanout, "saturation": scenario_saturation, "idle": scenario_idle}
+
+
+# ----------------------------------------------------------------- summary --
+
+METRICS = {
+    "fanout": ("deliveries_per_s", "p50_ms", "p99_ms", "ack_p99_ms", "loss"),
+    "saturation": ("deliveries_per_s", "p50_ms", "p99_ms", "loss"),
+    "idle": ("held", "kb_per_conn"),
+}
+
+
+def median(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def summarize(runs: list[dict], targets: list[str], scenarios: list[str]) -> dict:
+    out: dict = {}
+    for t in targets:
+        out[t] = {}
+        for s in scenarios:
+            ok = [r["result"] for r in runs if r["target"] == t and r["scenario"] == s and r.get("result")]
+            failed = sum(1 for r in runs if r["target"] == t and r["scenario"] == s and r.get("error"))
+            m = {k: median([r.get(k) for r in ok]) for k in METRICS[s]}
+            if s != "idle":
+                m["loss_total"] = sum(r["loss"] for r in ok)
+            m["runs"] = len(ok)
+            m["failed_runs"] = failed
+            out[t][s] = m
+    return out
+
+
+def ratios(summary: dict, base: str) -> dict:
+    out: dict = {}
+    if base not in summary:
+        return out
+
+    def r(other: str, scn: str, key: str) -> float | None:
+        a = summary[base].get(scn, {}).get(key)
+        b = summary[other].get(scn, {}).get(key)
+        return round(a / b, 4) if a and b else None
+
+    for other in summary:
+        if other == base:
+            continue
+        out[other] = {
+            "saturation_deliveries": r(other, "saturation", "deliveries_per_s"),
+            "fanout_p99": r(other, "fanout", "p99_ms"),
+            "idle_held": r(other, "idle", "held"),
+            "kb_per_conn": r(other, "idle", "kb_per_conn"),
+        }
+    return out
+
+
+def fmt(v, digits: int = 1) -> str:
+    if v is None:
+        return "—"
+    if digits < 0:  # significant digits, for ratios
+        return f"{v:.{-digits}g}"
+    if isinstance(v, float) and not v.is_integer():
+        return f"{v:,.{digits}f}"
+    return f"{int(v):,}"
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    p = report["params"]
+    summ = report["summary"]
+    lines = [
+        f"Run {report['date']} on {m['cpu']}, {m['cores']} cores, {m['mem_gib']} GiB; "
+        f"Python {m['python']}, Node {m['node']}, Redis {m['redis']}; "
+        f"medians of {p['rounds']} alternating rounds; load generator ({p['loadgen_workers']} worker process(es)), "
+        "Redis and both instances of each target share the machine.",
+        "",
+        "| target | fan-out deliveries/s | fan-out p50 ms | fan-out p99 ms | fan-out loss | "
+        "saturation deliveries/s | idle conns held | KB per conn |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for t, s in summ.items():
+        f, sat, idle = s.get("fanout", {}), s.get("saturation", {}), s.get("idle", {})
+        lines.append(
+            f"| {report['labels'][t]} | {fmt(f.get('deliveries_per_s'), 0)} | {fmt(f.get('p50_ms'), 2)} | "
+            f"{fmt(f.get('p99_ms'), 2)} | {fmt(f.get('loss_total'))} | {fmt(sat.get('deliveries_per_s'), 0)} | "
+            f"{fmt(idle.get('held'))} | {fmt(idle.get('kb_per_conn'), 1)} |"
+        )
+    fails = [(t, s) for t, ss in summ.items() for s, v in ss.items() if v.get("failed_runs")]
+    if fails:
+        lines += [
+            "",
+            "Failed runs (excluded from medians): "
+            + ", ".join(f"{t}/{s}: {summ[t][s]['failed_runs']}" for t, s in fails),
+        ]
+    if report["ratios"]:
+        base = report["ratio_base"]
+        lines += [
+            "",
+            f"Ratios, {base} / peer (same run): saturation > 1 is better; fan-out p99 and KB per conn < 1 is "
+            "better; conns held > 1 is better.",
+            "",
+            "| peer | saturation deliveries/s | fan-out p99 | idle conns held | KB per conn |",
+            "|---|---|---|---|---|",
+        ]
+        for other, r in report["ratios"].items():
+            lines.append(
+                f"| {report['labels'][other]} | {fmt(r['saturation_deliveries'], -3)}x | {fmt(r['fanout_p99'], -3)}x | "
+                f"{fmt(r['idle_held'], -3)}x | {fmt(r['kb_per_conn'], -3)}x |"
+            )
+    lines += [
+        "",
+        f"Parameters: fan-out {p['fanout_clients']} clients, {p['fanout_senders']} senders x {p['fanout_rate']} msg/s, "
+        f"{p['fanout_duration']} s (+{p['warmup']} s warm-up); saturation {p['sat_clients']} clients, "
+        f"{p['sat_senders']} senders, window {p['sat_window']}, {p['sat_duration']} s; idle: up to "
+        f"{p['idle_cap']} connections to one instance within {p['idle_duration']} s.",
+    ]
+    if report.get("skipped"):
+        lines += ["", "Not measured: " + "; ".join(report["skipped"])]
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(table: str) -> None:
+    text = README.read_text()
+    if README_START not in text or README_END not in text:
+        raise BenchError(f"{README} has no {README_START} ... {README_END} markers")
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    README.write_text(f"{head}{README_START}\n{table}{README_END}{tail}")
+
+
+# -------------------------------------------------------------------- main --
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--targets", default=",".join(ALL_TARGETS), help="comma list of fleetchat,node,naive")
+    ap.add_argument("--scenarios", default=",".join(ALL_SCENARIOS), help="comma list of fanout,saturation,idle")
+    ap.add_argument("--instances", type=int, default=2, help="instances per target")
+    ap.add_argument("--fanout-clients", type=int, default=200)
+    ap.add_argument("--fanout-senders", type=int, default=5)
+    ap.add_argument("--fanout-rate", type=float, default=20, help="msg/s per sender")
+    ap.add_argument("--fanout-duration", type=float, default=10, help="seconds measured")
+    ap.add_argument("--sat-clients", type=int, default=100)
+    ap.add_argument("--sat-senders", type=int, default=10)
+    ap.add_argument("--sat-window", type=int, default=1, help="sends in flight per sender")
+    ap.add_argument("--sat-duration", type=float, default=10)
+    ap.add_argument("--warmup", type=float, default=1, help="seconds sent before measuring (checked for loss)")
+    ap.add_argument("--idle-cap", type=int, default=20000)
+    ap.add_argument("--idle-duration", type=float, default=20, help="seconds allowed to open connections")
+    ap.add_argument("--idle-concurrency", type=int, default=100, help="connection attempts in flight")
+    ap.add_argument("--loadgen-workers", type=int, default=2, help="load generator processes")
+    ap.add_argument("--text-bytes", type=int, default=32)
+    ap.add_argument("--connect-timeout", type=float, default=30)
+    ap.add_argument("--drain-timeout", type=float, default=10)
+    ap.add_argument("--settle", type=float, default=2.0, help="seconds before each RSS reading")
+    ap.add_argument(
+        "--fleetchat-mode",
+        choices=("fleet", "embedded"),
+        default="fleet",
+        help="embedded = one instance, no REDIS_URL (labelled as such)",
+    )
+    ap.add_argument("--fleetchat-args", default="", help="extra hypercorn args for fleetchat, e.g. '-k uvloop'")
+    ap.add_argument("--node-args", default="")
+    ap.add_argument("--naive-args", default="", help="extra hypercorn args for the naive peer")
+    ap.add_argument("--out-dir", type=Path, default=BENCH / "results")
+    ap.add_argument("--update-readme", action="store_true", help="write the table into bench/README.md")
+    ap.add_argument("--smoke", action="store_true", help="tiny parameters for a quick end-to-end check")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        args.rounds = 1
+        args.fanout_clients, args.fanout_senders, args.fanout_rate, args.fanout_duration = 10, 2, 10, 1.5
+        args.sat_clients, args.sat_senders, args.sat_duration = 6, 2, 1.5
+        args.idle_cap, args.idle_duration, args.idle_concurrency = 50, 5, 20
+        args.warmup, args.settle, args.loadgen_workers = 0.3, 0.5, 1
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    for t in targets:
+        if t not in ALL_TARGETS:
+            raise SystemExit(f"unknown target {t!r}; choose from {ALL_TARGETS}")
+    for s in scenarios:
+        if s not in ALL_SCENARIOS:
+            raise SystemExit(f"unknown scenario {s!r}; choose from {ALL_SCENARIOS}")
+    skipped = [
+        "(d) browser tab to browser tab through the Reflex frontend: not part of this driver "
+        "(the frontend's end-to-end latency is measured separately)",
+    ]
+    specs: list[TargetSpec] = []
+    for t in targets:
+        if t == "fleetchat":
+            if not (ROOT / "backend" / "app.py").exists():
+                msg = "fleetchat: backend/app.py not found"
+                log(f"skipping {msg}")
+                skipped.append(msg)
+                continue
+            if args.fleetchat_mode == "embedded":
+                specs.append(
+                    TargetSpec(
+                        "fleetchat-embedded", LABELS["fleetchat-embedded"], 1, False, shlex.split(args.fleetchat_args)
+                    )
+                )
+            else:
+                specs.append(
+                    TargetSpec("fleetchat", LABELS["fleetchat"], args.instances, True, shlex.split(args.fleetchat_args))
+                )
+        elif t == "node":
+            specs.append(TargetSpec("node", LABELS["node"], args.instances, True, shlex.split(args.node_args)))
+        else:
+            specs.append(TargetSpec("naive", LABELS["naive"], args.instances, True, shlex.split(args.naive_args)))
+    if not specs:
+        raise SystemExit("no target to measure")
+
+    nofile = raise_nofile()
+    if "idle" in scenarios and args.idle_cap > nofile - 1000:
+        # one instance holds every idle connection: keep headroom below its open-file limit
+        args.idle_cap = max(1, nofile - 1000)
+        log(f"open-file limit is {nofile} and cannot be raised here: idle connections capped at {args.idle_cap}")
+    for d in NPM_DIRS:
+        ensure_npm_deps(d)
+    node = find_node()
+    started = dt.datetime.now(dt.UTC)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    logdir = args.out_dir / "logs" / stamp
+    logdir.mkdir(parents=True, exist_ok=True)
+    machine = machine_info(node)
+    log(f"machine: {machine['cpu']}, {machine['cores']} cores; node {machine['node']}; logs in {logdir}")
+
+    runs: list[dict] = []
+    redis = Redis(logdir)
+    deadline_note = time.monotonic()
+    try:
+        for rnd in range(1, args.rounds + 1):
+            for spec in specs:
+                for scn in scenarios:
+                    tag = f"r{rnd}-{spec.name}-{scn}"
+                    entry = {"round": rnd, "target": spec.name, "scenario": scn}
+                    t0 = time.monotonic()
+                    fleet = None
+                    try:
+                        redis.flush()
+                        fleet = Fleet(spec, redis, node, logdir, tag)
+                        entry["result"] = SCENARIOS[scn](args, node, fleet, logdir / f"{tag}-loadgen.log")
+                        if any(not p.alive() for p in fleet.procs):
+                            raise BenchError("an instance died during the scenario")
+                    except BenchError as e:
+                        entry.pop("result", None)
+                        entry["error"] = str(e)[-2000:]
+                        log(f"{tag}: FAILED: {str(e)[:500]}")
+                    finally:
+                        if fleet:
+                            fleet.stop()
+                    entry["seconds"] = round(time.monotonic() - t0, 1)
+                    runs.append(entry)
+                    if entry.get("result"):
+                        res = entry["result"]
+                        brief = {k: res.get(k) for k in METRICS[scn]}
+                        log(f"{tag}: {brief} ({entry['seconds']} s)")
+    finally:
+        redis.stop()
+
+    names = [s.name for s in specs]
+    summary = summarize(runs, names, scenarios)
+    base = names[0] if names[0].startswith("fleetchat") else "node" if "node" in names else names[0]
+    report = {
+        "date": started.strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine,
+        "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "targets": names,
+        "scenarios": scenarios,
+        "labels": {s.name: s.label for s in specs},
+        "skipped": skipped,
+        "runs": runs,
+        "summary": summary,
+        "ratio_base": base,
+        "ratios": ratios(summary, base),
+        "wall_s": round(time.monotonic() - deadline_note, 1),
+    }
+    json_path = args.out_dir / f"{stamp}.json"
+    json_path.write_text(json.dumps(report, indent=1))
+    table = markdown(report)
+    (args.out_dir / "latest.md").write_text(table)
+    (args.out_dir / "latest.json").write_text(json.dumps(report, indent=1))
+    if args.update_readme:
+        update_readme(table)
+    print(table)
+    log(f"wrote {json_path} and {args.out_dir / 'latest.md'}")
+    failed = [r for r in runs if r.get("error")]
+    lossy = [r for r in runs if r.get("result", {}).get("loss")]
+    if failed or lossy:
+        log(f"{len(failed)} failed run(s), {len(lossy)} run(s) with loss")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""End-to-end smoke test of the benchmark driver with tiny parameters.
+
+It starts its own Redis, two instances of each target and the Node load
+generator (installing the npm packages from their lockfiles when missing), and
+checks the report's shape and that nothing was lost. No timing assertions.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = [pytest.mark.bench_smoke, pytest.mark.timeout(600)]
+
+
+def _node_available() -> bool:
+    local = ROOT / ".tools" / "node_modules" / ".bin" / "node"
+    return local.exists() or shutil.which("node") is not None
+
+
+@pytest.mark.skipif(not shutil.which("redis-server"), reason="redis-server is not installed")
+@pytest.mark.skipif(not _node_available() or not shutil.which("npm"), reason="node/npm are not installed")
+def test_driver_end_to_end(tmp_path):
+    targets = ["node", "naive"]
+    if (ROOT / "backend" / "app.py").exists():
+        targets.insert(0, "fleetchat")
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--smoke", "--targets", ",".join(targets), "--out-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    reports = sorted(p for p in tmp_path.glob("*.json") if p.name != "latest.json")
+    assert len(reports) == 1
+    report = json.loads(reports[0].read_text())
+    for key in ("date", "machine", "params", "targets", "scenarios", "runs", "summary", "ratios", "skipped"):
+        assert key in report, key
+    assert report["machine"]["cores"] >= 1 and report["machine"]["cpu"]
+    assert set(report["targets"]) >= {"node", "naive"}
+    assert set(report["scenarios"]) == {"fanout", "saturation", "idle"}
+    assert len(report["runs"]) == len(report["targets"]) * 3
+    for run in report["runs"]:
+        assert "error" not in run, run
+        res = run["result"]
+        if run["scenario"] == "idle":
+            assert res["held"] > 0 and res["kb_per_conn"] is not None
+            assert res["still_held"] == res["held"]
+        else:
+            assert res["loss"] == 0, run
+            assert res["ack_failures"] == 0, run
+            assert res["duplicates"] == 0, run
+            assert res["acked"] > 0
+            assert res["deliveries"] == res["expected_deliveries"]
+            for key in ("deliveries_per_s", "p50_ms", "p99_ms"):
+                assert res[key] is not None, key
+    for target in report["targets"]:
+        for scenario in ("fanout", "saturation", "idle"):
+            assert report["summary"][target][scenario]["runs"] == 1
+    table = (tmp_path / "latest.md").read_text()
+    assert "| target |" in table and "naive" in table
+    assert "| target |" in proc.stdout
