@@ -27,7 +27,9 @@ def header() -> rx.Component:
         rx.badge(ChatState.members.length(), " here", variant="surface", display=["flex", "flex", "none"]),
         rx.cond(
             ChatState.joined.length() > 1,
-            rx.button("Leave", id="leave-room", size="1", variant="ghost", on_click=ChatState.leave_room(ChatState.room)),
+            rx.button(
+                "Leave", id="leave-room", size="1", variant="ghost", on_click=ChatState.leave_room(ChatState.room)
+            ),
         ),
         rx.text(ChatState.name, id="me", size="2", color_scheme="gray", truncate=True, max_width="30%"),
         connection_badge(),

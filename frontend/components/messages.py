@@ -92,7 +92,10 @@ def composer() -> rx.Component:
             rx.button("Send", id="send-button", type="submit", size="3"),
             width="100%",
         ),
-        rx.cond(ChatState.send_error != "", rx.text(ChatState.send_error, id="send-error", color_scheme="red", size="1")),
+        rx.cond(
+            ChatState.send_error != "",
+            rx.text(ChatState.send_error, id="send-error", color_scheme="red", size="1"),
+        ),
         id="composer",
         on_submit=ChatState.send,
         reset_on_submit=True,
