@@ -28,11 +28,12 @@ from backend.metrics import Metrics
 from backend.notifier import LocalNotifier
 from backend.presence import MemoryPresence, Presence, RedisPresence
 from backend.store import build_store
-from backend.store.redis import RedisStore
+from backend.store.redis import RedisStore, ensure_mention_group
 
 log = logging.getLogger("fleetchat")
 
-REDIS_MANAGER_OPTIONS = {"socket_connect_timeout": 1.0, "socket_timeout": 5.0, "health_check_interval": 10}
+# No socket_timeout: the pub/sub connection legitimately sits idle between messages.
+REDIS_MANAGER_OPTIONS = {"socket_connect_timeout": 1.0, "health_check_interval": 10}
 
 
 def create_app(settings: Settings | None = None) -> tuple[Any, Quart, Chat]:
@@ -59,6 +60,8 @@ def create_app(settings: Settings | None = None) -> tuple[Any, Quart, Chat]:
     presence_holder: list[Presence] = [MemoryPresence()]
     chat = Chat(settings, store, presence_holder[0], sio, metrics)
     manager.relay = chat.relay
+    if isinstance(manager, FleetManager):
+        manager.on_resubscribe = chat.relay.sweep_soon
     register(sio, chat)
 
     app = Quart("fleetchat")
@@ -77,6 +80,7 @@ def create_app(settings: Settings | None = None) -> tuple[Any, Quart, Chat]:
             chat.presence = RedisPresence(store.redis, settings.instance_id, settings.presence_ttl_seconds)
             app.extensions["fleetchat_bus_ping"] = _bus_ping(manager)
             await _tolerate(chat.presence.heartbeat())
+            await _tolerate(ensure_mention_group(store.redis))
             interval = settings.presence_ttl_seconds / 3
             tasks.append(asyncio.create_task(run_periodically(interval, chat.presence.heartbeat, "presence heartbeat")))
             tasks.append(asyncio.create_task(run_periodically(interval, chat.reap_presence, "presence reaper")))

@@ -14,6 +14,8 @@ so each socket sees every message once and in ``seq`` order. Everything else
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import socketio
@@ -67,6 +69,31 @@ class LocalManager(RelayHook, socketio.AsyncManager):
 class FleetManager(RelayHook, socketio.AsyncRedisManager):
     """Fleet mode: python-socketio's Redis pub/sub, with chat messages routed
     through the relay both for local sends and for what other instances publish."""
+
+    on_resubscribe: Callable[[], None] | None = None
+    """Called each time the listener (re)subscribes: whatever was published
+    meanwhile is lost to pub/sub, so the relay sweeps the store at once."""
+    max_retry_sleep = 2.0
+
+    async def _redis_listen_with_retries(self):  # type: ignore[no-untyped-def]
+        # Upstream backs off to 60 s; a chat wants to be back within seconds
+        # of Redis returning, and to know when it resubscribed.
+        retry_sleep = 0.1
+        while True:
+            try:
+                self._redis_connect()
+                await self.pubsub.subscribe(self.channel)
+                retry_sleep = 0.1
+                if self.on_resubscribe is not None:
+                    self.on_resubscribe()
+                async for message in self.pubsub.listen():
+                    yield message
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._get_logger().warning("pub/sub listener lost Redis (%s); retrying in %.1fs", exc, retry_sleep)
+                await asyncio.sleep(retry_sleep)
+                retry_sleep = min(retry_sleep * 2, self.max_retry_sleep)
 
     async def _handle_emit(self, message):  # type: ignore[no-untyped-def]
         data = message.get("data")

@@ -34,6 +34,7 @@ class Relay:
         self._last: dict[str, int] = {}
         self._held: dict[str, dict[int, Message]] = {}
         self._fills: dict[str, asyncio.Task[None]] = {}
+        self._sweeps: set[asyncio.Task[None]] = set()
         self.replayed = 0
         """Messages this instance read back from the store to close a gap."""
 
@@ -114,6 +115,18 @@ class Relay:
             log.warning("relay: cannot fill gap in %s yet: %s", room, exc)
         finally:
             self._fills.pop(room, None)
+
+    def sweep_soon(self) -> None:
+        """Sweep as soon as the loop is free (after pub/sub came back)."""
+        task = asyncio.get_running_loop().create_task(self._sweep_logged())
+        self._sweeps.add(task)
+        task.add_done_callback(self._sweeps.discard)
+
+    async def _sweep_logged(self) -> None:
+        try:
+            await self.sweep()
+        except StoreUnavailable as exc:
+            log.warning("relay: sweep after resubscribe failed: %s", exc)
 
     async def sweep(self) -> None:
         """Catch up every tracked room whose store is ahead of what we relayed."""

@@ -158,6 +158,10 @@ class Backend:
                 f"127.0.0.1:{self.port}",
                 "--graceful-timeout",
                 "3",
+                "--workers",
+                "0",  # serve in this process, so SIGKILL really kills the instance
+                "--worker-class",
+                "uvloop",
             ],
             cwd=ROOT,
             env=self.env,

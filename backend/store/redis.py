@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from redis.retry import Retry
 
 from backend.store.base import (
@@ -26,6 +26,9 @@ from backend.store.base import (
 )
 
 ROOMS_KEY = "fc:rooms"
+MENTIONS_KEY = "fc:mentions"
+"""Stored messages that may mention someone, for ``backend.worker`` (one stream,
+so the worker's consumer group never has to discover new rooms)."""
 
 _APPEND = """
 local seqkey, stream, dkey, epochkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -43,8 +46,24 @@ local seq = redis.call('INCR', seqkey)
 local body = '{"id":"' .. string.format('%012d', seq) .. '","seq":' .. seq .. ',' .. rest
 redis.call('XADD', stream, 'MAXLEN', '~', maxlen, seq .. '-0', 'm', body)
 redis.call('SET', dkey, seq, 'EX', ttl)
+if ARGV[6] == '1' then
+  redis.call('XADD', KEYS[6], 'MAXLEN', '~', 100000, '*', 'm', body)
+end
 return {1, body}
 """
+
+
+MENTION_GROUP = "notifier"
+
+
+async def ensure_mention_group(redis: aioredis.Redis) -> None:
+    """Create the worker's consumer group if missing. Web instances call this at
+    start too, so mentions made before any worker ever ran are not skipped."""
+    try:
+        await redis.xgroup_create(MENTIONS_KEY, MENTION_GROUP, id="$", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
 
 
 def _keys(room: str) -> tuple[str, str, str]:
@@ -99,8 +118,15 @@ class RedisStore(MessageStore):
         rest = orjson.dumps({"room": room, "user": user, "text": text, "ts": ts, "client_id": client_id})[1:]
         try:
             created, body = await self._append(
-                keys=[seq_key, log_key, dedupe_key, epoch_key, ROOMS_KEY],
-                args=[room, rest, self._dedupe_ttl, self._history_limit, secrets.token_hex(8)],
+                keys=[seq_key, log_key, dedupe_key, epoch_key, ROOMS_KEY, MENTIONS_KEY],
+                args=[
+                    room,
+                    rest,
+                    self._dedupe_ttl,
+                    self._history_limit,
+                    secrets.token_hex(8),
+                    "1" if "@" in text else "0",
+                ],
             )
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis: {exc}") from exc

@@ -1,0 +1,123 @@
+"""The asynchronous sub-backend: @mention notifications, off the request path.
+
+``python -m backend.worker`` reads ``fc:mentions`` (every stored message that
+contains '@', appended atomically with the message itself) through a Redis
+consumer group, and emits a ``notification`` event to the mentioned users'
+sockets on whatever instance they are, through python-socketio's write-only
+Redis emitter. Consumer groups give the guarantees: a restarted worker first
+finishes what it had read but not acknowledged, two workers share the load,
+and each entry is acknowledged once it was notified. A worker that dies for
+good leaves its pending entries to be claimed by the others after
+``CLAIM_IDLE_MS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+
+import orjson
+import redis.asyncio as aioredis
+import socketio
+from redis.exceptions import RedisError
+
+from backend.config import get_settings
+from backend.jsonio import OrjsonModule
+from backend.mentions import mentioned, notification
+from backend.store.redis import MENTION_GROUP, MENTIONS_KEY, connect, ensure_mention_group
+
+log = logging.getLogger("fleetchat.worker")
+
+CLAIM_IDLE_MS = 30_000
+DONE_TTL = 86_400
+
+
+class MentionWorker:
+    def __init__(self, redis_url: str, consumer: str) -> None:
+        self.redis: aioredis.Redis = connect(redis_url)
+        self.consumer = consumer
+        self.emitter = socketio.AsyncRedisManager(redis_url, channel="fleetchat", write_only=True, json=OrjsonModule)
+        self.notified = 0
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def ensure_group(self) -> None:
+        await ensure_mention_group(self.redis)
+
+    async def handle(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        """Notify once: a marker set after the emit makes a redelivered entry a no-op."""
+        done_key = "fc:notified:" + entry_id.decode()
+        if not await self.redis.exists(done_key):
+            message = orjson.loads(fields[b"m"])
+            payload = notification(message)
+            for key in mentioned(message):
+                await self.emitter.emit("notification", payload, room="@" + key, namespace="/")
+            self.notified += 1
+            await self.redis.set(done_key, 1, ex=DONE_TTL)
+        await self.redis.xack(MENTIONS_KEY, MENTION_GROUP, entry_id)
+
+    async def _batch(self, start: str, block: int | None) -> int:
+        reply = await self.redis.xreadgroup(MENTION_GROUP, self.consumer, {MENTIONS_KEY: start}, count=100, block=block)
+        count = 0
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                if fields:  # an entry trimmed away while pending comes back empty
+                    await self.handle(entry_id, fields)
+                else:
+                    await self.redis.xack(MENTIONS_KEY, MENTION_GROUP, entry_id)
+                count += 1
+        return count
+
+    async def _claim_abandoned(self) -> None:
+        _next, entries, *_ = await self.redis.xautoclaim(
+            MENTIONS_KEY, MENTION_GROUP, self.consumer, min_idle_time=CLAIM_IDLE_MS, start_id="0-0", count=100
+        )
+        for entry_id, fields in entries:
+            if fields:
+                await self.handle(entry_id, fields)
+
+    async def run(self) -> None:
+        await self.ensure_group()
+        while await self._batch("0", None):  # what this consumer read before a restart
+            pass
+        log.info("worker %s consuming %s", self.consumer, MENTIONS_KEY)
+        rounds = 0
+        while not self._stopping.is_set():
+            try:
+                await self._batch(">", 1000)
+                rounds += 1
+                if rounds % 10 == 0:
+                    await self._claim_abandoned()
+            except (RedisError, OSError) as exc:
+                log.warning("worker: Redis unavailable (%s); retrying", exc)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), 1.0)
+                with contextlib.suppress(RedisError, OSError):
+                    await self.ensure_group()
+        await self.redis.aclose()
+
+
+async def main() -> None:
+    settings = get_settings()
+    if not settings.redis_url:
+        raise SystemExit(
+            "backend.worker needs REDIS_URL: in embedded mode (no Redis) the web process notifies mentions itself."
+        )
+    consumer = os.environ.get("CHAT_WORKER_NAME") or socket.gethostname()
+    worker = MentionWorker(settings.redis_url, consumer)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop)
+    await worker.run()
+    log.info("worker %s stopped after %d notifications", consumer, worker.notified)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(main())
