@@ -51,7 +51,7 @@ def chat_page() -> rx.Component:
     return rx.flex(
         header(),
         rx.flex(
-            sidebar(display=["none", "none", "flex"]),
+            sidebar(),
             rx.flex(
                 message_list(),
                 typing_line(),
@@ -64,6 +64,7 @@ def chat_page() -> rx.Component:
             flex="1",
             min_height="0",
             width="100%",
+            position="relative",
         ),
         direction="column",
         height="100dvh",
@@ -72,6 +73,6 @@ def chat_page() -> rx.Component:
     )
 
 
-app = rx.App()
+app = rx.App(stylesheets=["/chat.css"])
 app.add_page(start_page, route="/", title="fleetchat")
 app.add_page(chat_page, route="/chat", title="fleetchat", on_load=[ChatState.enter_chat, ChatState.listen])

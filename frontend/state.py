@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 import uuid
 from typing import Any
@@ -20,6 +21,8 @@ import reflex as rx
 
 from frontend import chatlog, registry
 from frontend.link import BackendLink, LinkDown, backend_urls
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_ROOM = "general"
 MAX_NAME = 32
@@ -32,11 +35,32 @@ TYPING_SHOWN = 6.0
 DIRECTORY_EVERY = 5.0
 # Consecutive failed rounds (every backend refused) before the badge says offline.
 OFFLINE_AFTER = 3
-# A listener whose tab has had no Reflex socket for this long stops by itself.
-ORPHAN_AFTER = 15.0
+# A listener whose tab has had no Reflex socket for this long stops by itself
+# (a backstop: Reflex cancels on_load tasks when the tab goes; if the tab
+# comes back, its on_load starts a new listener).
+ORPHAN_AFTER = 2.0
 HISTORY_PAGE = 50
 # Errors after which resending the same message cannot succeed.
 FINAL_ERRORS = {"bad_request", "too_large", "unauthorized", "forbidden"}
+
+
+@dataclasses.dataclass
+class _Connection:
+    """What one connection's loop tracks outside the state (none of it survives a reconnect)."""
+
+    # Rooms joined on this connection.
+    in_rooms: set[str] = dataclasses.field(default_factory=set)
+    # The room this tab told it is typing in ("" when none); the last keystroke.
+    typing_room: str = ""
+    keyed_room: str = ""
+    keyed_at: float = 0.0
+    # Whether someone's typing is on show (it expires by time).
+    typing_shown: bool = False
+    directory: list[dict] = dataclasses.field(default_factory=list)
+    directory_at: float = 0.0
+    orphan_since: float = 0.0
+    # When to try the outbox again after the backend said not now (0: no retry due).
+    retry_at: float = 0.0
 
 
 def _clean_name(value: Any) -> str:
@@ -92,6 +116,8 @@ class ChatState(rx.State):
     loading_older: bool = False
     # A send the backend refused for good, shown under the composer.
     send_error: str = ""
+    # Whether the room drawer is open (phone-width screens only).
+    sidebar_open: bool = False
     # The reader's IANA time zone (from the browser), for timestamps.
     tz: str = ""
 
@@ -111,8 +137,6 @@ class ChatState(rx.State):
     _tab_key: str = ""
     # Rooms whose older history the person asked for.
     _older_wanted: list[str] = rx.field(default_factory=list)
-    # When this tab last saw a keystroke in the composer (epoch seconds).
-    _keyed_at: float = 0.0
     _directory_raw: list[dict] = rx.field(default_factory=list)
 
     # ----- derived -----
@@ -243,8 +267,13 @@ class ChatState(rx.State):
         )
 
     @rx.event
+    def toggle_sidebar(self):
+        self.sidebar_open = not self.sidebar_open
+
+    @rx.event
     def open_room(self, room: str):
         """Show a room, joining it first if this tab is not in it."""
+        self.sidebar_open = False
         room = _clean_name(room)
         if not room or len(room) > MAX_ROOM or not room.isprintable():
             self.form_error = f"Room names have 1 to {MAX_ROOM} printable characters."
@@ -283,15 +312,13 @@ class ChatState(rx.State):
             return
         self.send_error = ""
         self._outbox.append({"room": self.room, "text": text, "client_id": f"{self._tab_key}-{uuid.uuid4().hex}"})
-        self._keyed_at = 0.0
         self._refresh_view()
-        registry.poke(self.router.session.client_token, "poke")
+        registry.poke(self.router.session.client_token, "poke", "sent")
 
     @rx.event
     def keyed(self, _value: str):
         """A keystroke in the composer (throttled): this tab is typing."""
-        self._keyed_at = time.time()
-        registry.poke(self.router.session.client_token, "typing")
+        registry.poke(self.router.session.client_token, "typing", self.room)
 
     @rx.event
     def load_older(self):
@@ -360,14 +387,11 @@ class ChatState(rx.State):
 
         Yields frontend events (toasts). Raises LinkDown when the link fails.
         """
-        in_rooms: set[str] = set()
-        typing_in: list[str] = []  # the room this tab told it is typing in, if any
+        conn = _Connection()
         # The inbox may hold stale items from the previous connection.
         while not tab.inbox.empty():
             tab.inbox.get_nowait()
-        await self._reconcile(link, in_rooms, typing_in)
-        last_directory = 0.0
-        orphan_since = 0.0
+        await self._reconcile(link, conn)
         while True:
             try:
                 items = [await asyncio.wait_for(tab.inbox.get(), timeout=1.0)]
@@ -377,33 +401,49 @@ class ChatState(rx.State):
                 items.append(tab.inbox.get_nowait())
             if any(item[0] == "down" and link.owns(item[1]) for item in items):
                 raise LinkDown(f"disconnected from {link.url}")
+            now = time.monotonic()
+            for item in items:
+                if item[0] == "typing":
+                    conn.keyed_room, conn.keyed_at = item[1], now
+                elif item[0] == "poke" and item[1:] == ("sent",):
+                    conn.keyed_at = 0.0
             events = [item for item in items if item[0] == "event"]
-            toasts, gaps = [], []
+            toasts: list[str] = []
+            gaps: list[tuple[str, str, int]] = []
             if events:
                 async with self:
                     for _, event, data in events:
                         self._on_server_event(event, data, toasts, gaps)
                     self._refresh_view()
+                    conn.typing_shown = any(self._typing.values())
             for toast in toasts:
                 yield rx.toast.info(toast, duration=6000, position="top-right")
             for room, message_id, count in gaps:
                 await self._fetch_gap(link, room, message_id, count)
-            if any(item[0] == "poke" for item in items) or any(e[1] == "presence" for e in events):
-                await self._reconcile(link, in_rooms, typing_in)
-            await self._typing_tick(link, in_rooms, typing_in)
-            now = time.monotonic()
-            if now - last_directory >= DIRECTORY_EVERY or any(e[1] == "presence" for e in events):
-                last_directory = now
+            if any(item[0] == "poke" for item in items) or (conn.retry_at and now >= conn.retry_at):
+                conn.retry_at = 0.0
+                await self._reconcile(link, conn)
+            await self._typing_tick(link, conn, now)
+            presence = any(event[1] == "presence" for event in events)
+            if presence or now - conn.directory_at >= DIRECTORY_EVERY:
+                conn.directory_at = now
                 directory = await link.rooms()
+                if directory != conn.directory:
+                    conn.directory = directory
+                    async with self:
+                        self._directory_raw = directory
+                        self._refresh_directory()
+            if conn.typing_shown and not events:
                 async with self:
-                    self._directory_raw = directory
                     self._expire_typing()
                     self._refresh_view()
+                    conn.typing_shown = any(self._typing.values())
             if _tab_alive(tab.token):
-                orphan_since = 0.0
-            elif not orphan_since:
-                orphan_since = now
-            elif now - orphan_since > ORPHAN_AFTER:
+                conn.orphan_since = 0.0
+            elif not conn.orphan_since:
+                conn.orphan_since = now
+            elif now - conn.orphan_since > ORPHAN_AFTER:
+                logger.info("chat listener for a tab Reflex no longer knows stopped by itself")
                 return
 
     def _on_server_event(self, event: str, data: Any, toasts: list[str], gaps: list[tuple[str, str, int]]) -> None:
@@ -438,8 +478,9 @@ class ChatState(rx.State):
             if live != typing:
                 self._typing[room] = live
 
-    async def _reconcile(self, link: BackendLink, in_rooms: set[str], typing_in: list[str]) -> None:
+    async def _reconcile(self, link: BackendLink, conn: _Connection) -> None:
         """Bring the connection in line with the state: rooms, outbox, older pages."""
+        in_rooms = conn.in_rooms
         async with self:
             joined = list(self.joined)
             since = {room: log[-1]["id"] for room, log in self._logs.items() if log}
@@ -466,8 +507,8 @@ class ChatState(rx.State):
         for room in sorted(in_rooms - set(joined)):
             await link.call("leave", {"room": room})
             in_rooms.discard(room)
-            if typing_in == [room]:
-                typing_in.clear()
+            if conn.typing_room == room:
+                conn.typing_room = ""
         for room, before in older:
             request = {"room": room, "limit": HISTORY_PAGE}
             if before:
@@ -481,15 +522,19 @@ class ChatState(rx.State):
                     self._older_wanted.remove(room)
                 self.loading_older = bool(self._older_wanted)
                 self._refresh_view()
-        await self._flush_outbox(link, in_rooms)
+        if await self._flush_outbox(link, in_rooms):
+            conn.retry_at = time.monotonic() + 1.0
 
-    async def _flush_outbox(self, link: BackendLink, in_rooms: set[str]) -> None:
-        """Send every queued message of a joined room, in order, each until acked."""
+    async def _flush_outbox(self, link: BackendLink, in_rooms: set[str]) -> bool:
+        """Send every queued message of a joined room, in order, each until acked.
+
+        Returns whether a message is left to retry (the backend said not now).
+        """
         while True:
             async with self:
                 item = next((dict(i) for i in self._outbox if i["room"] in in_rooms), None)
             if item is None:
-                return
+                return False
             ack = await link.call("message", item)
             async with self:
                 if ack.get("ok") or ack.get("error") in FINAL_ERRORS:
@@ -509,9 +554,8 @@ class ChatState(rx.State):
                     self.send_error = f"Not sent: {ack.get('detail') or ack.get('error')}"
                 self._refresh_view()
             if not ack.get("ok") and ack.get("error") not in FINAL_ERRORS:
-                # Rate limited or unavailable: keep it queued, retry shortly.
-                await asyncio.sleep(1.0)
-                return
+                # Rate limited or unavailable: it stays queued for a retry.
+                return True
 
     async def _fetch_gap(self, link: BackendLink, room: str, before: str, count: int) -> None:
         ack = await link.call("history", {"room": room, "before": before, "limit": min(count, 200)})
@@ -521,14 +565,13 @@ class ChatState(rx.State):
                     self._logs[room], _ = chatlog.merge(self._logs.get(room, []), ack.get("messages") or [])
                     self._refresh_view()
 
-    async def _typing_tick(self, link: BackendLink, in_rooms: set[str], typing_in: list[str]) -> None:
+    async def _typing_tick(self, link: BackendLink, conn: _Connection, now: float) -> None:
         """Tell the room when this tab starts and stops typing."""
-        async with self:
-            keyed_at, room = self._keyed_at, self.room
-        typing_now = room in in_rooms and keyed_at and time.time() - keyed_at < TYPING_IDLE
-        if typing_in and (not typing_now or typing_in[0] != room):
-            await link.call("typing", {"room": typing_in[0], "typing": False})
-            typing_in.clear()
-        if typing_now and not typing_in:
-            await link.call("typing", {"room": room, "typing": True})
-            typing_in.append(room)
+        typing_now = conn.keyed_at and now - conn.keyed_at < TYPING_IDLE and conn.keyed_room in conn.in_rooms
+        wanted = conn.keyed_room if typing_now else ""
+        if conn.typing_room and conn.typing_room != wanted:
+            await link.call("typing", {"room": conn.typing_room, "typing": False})
+            conn.typing_room = ""
+        if wanted and not conn.typing_room:
+            await link.call("typing", {"room": wanted, "typing": True})
+            conn.typing_room = wanted

@@ -57,7 +57,7 @@ def member_list() -> rx.Component:
     )
 
 
-def sidebar(**props) -> rx.Component:
+def sidebar() -> rx.Component:
     return rx.vstack(
         rx.text("Rooms", size="2", weight="bold", color_scheme="gray"),
         rx.vstack(rx.foreach(ChatState.directory, room_item), id="room-list", spacing="1", width="100%"),
@@ -72,5 +72,6 @@ def sidebar(**props) -> rx.Component:
         height="100%",
         overflow_y="auto",
         border_right="1px solid var(--gray-a5)",
-        **props,
+        id="sidebar",
+        class_name=rx.cond(ChatState.sidebar_open, "chat-sidebar open", "chat-sidebar"),
     )

@@ -142,6 +142,7 @@ def test_markup_renders_as_text(open_tab: Callable[..., Any]) -> None:
 
 
 def test_phone_width_layout(browser: Any, reflex_app: ReflexApp, artifacts_dir: Path) -> None:
+    room = fresh_room()
     context = browser.new_context(base_url=reflex_app.url, viewport={"width": 390, "height": 760})
     try:
         page = context.new_page()
@@ -150,7 +151,12 @@ def test_phone_width_layout(browser: Any, reflex_app: ReflexApp, artifacts_dir: 
         page.click("#name-submit")
         expect(page.locator("#conn-badge")).to_have_attribute("data-status", "connected")
         expect(page.locator("#member-list")).to_be_hidden()
-        expect(page.locator("#room-select")).to_be_visible()
+        page.click("#rooms-toggle")
+        expect(page.locator("#member-list .member")).to_have_text(["phone"])
+        page.fill("#new-room-input", room)
+        page.click("#new-room-submit")
+        expect(page.locator("#member-list")).to_be_hidden()
+        expect(page.locator("#room-title")).to_have_text(f"# {room}")
         send(page, "a long line from a phone " + "x" * 300)
         expect(page.locator(".msg-text", has_text="from a phone")).to_have_count(1)
         assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
@@ -205,7 +211,8 @@ def test_twenty_tabs_leave_no_connections(context: Any, chat_backend: ChatBacken
         tab.goto("/")
     for index, tab in enumerate(tabs):
         tab.fill("#name-input", f"user{index}")
-        tab.click("#name-submit")
+        # Enter, not a click: a click waits for animation frames, which background tabs do not get.
+        tab.press("#name-input", "Enter")
     for tab in tabs:
         expect(tab.locator("#conn-badge")).to_have_attribute("data-status", "connected", timeout=30_000)
     assert chat_backend.connected_sockets() == 20
