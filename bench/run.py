@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import queue
+import re
 import resource
 import shlex
 import shutil
@@ -54,12 +55,7 @@ README_END = "<!-- bench:latest:end -->"
 
 ALL_TARGETS = ("fleetchat", "node", "naive")
 ALL_SCENARIOS = ("fanout", "saturation", "idle")
-LABELS = {
-    "fleetchat": "fleetchat (hypercorn, Redis fleet)",
-    "fleetchat-embedded": "fleetchat (hypercorn, EMBEDDED single instance, no Redis)",
-    "node": "Node socket.io 4 + redis-adapter",
-    "naive": "naive python-socketio + AsyncRedisManager, hypercorn",
-}
+SERVERS = ("hypercorn", "granian", "uvicorn")
 
 
 def log(msg: str) -> None:
@@ -127,8 +123,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def rss_kb(pid: int) -> int:
-    """VmRSS of pid and all its descendants, in kB (psutil-free)."""
+def process_tree(pid: int) -> list[int]:
+    """pid and all its descendants, parents first (from /proc, psutil-free)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -140,13 +136,20 @@ def rss_kb(pid: int) -> int:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
         children.setdefault(ppid, []).append(int(entry))
-    total, todo, seen = 0, [pid], set()
+    out, todo = [], [pid]
     while todo:
-        p = todo.pop()
-        if p in seen:
+        p = todo.pop(0)
+        if p in out:
             continue
-        seen.add(p)
+        out.append(p)
         todo.extend(children.get(p, []))
+    return out
+
+
+def rss_kb(pid: int) -> int:
+    """VmRSS of pid and all its descendants, in kB."""
+    total = 0
+    for p in process_tree(pid):
         try:
             with open(f"/proc/{p}/status") as f:
                 for line in f:
@@ -156,6 +159,36 @@ def rss_kb(pid: int) -> int:
         except OSError:
             continue
     return total
+
+
+def cpu_busy(seconds: float = 1.0) -> float:
+    """Fraction of all CPUs busy over `seconds` (from /proc/stat)."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+        return idle, sum(fields)
+
+    i0, t0 = sample()
+    time.sleep(seconds)
+    i1, t1 = sample()
+    return round(1 - (i1 - i0) / max(1, t1 - t0), 3)
+
+
+def wait_quiet(threshold: float, timeout: float) -> float:
+    """Wait (bounded) until nothing else keeps the CPUs busy; return the last busy fraction seen."""
+    deadline = time.monotonic() + timeout
+    busy = cpu_busy()
+    warned = False
+    while busy > threshold and time.monotonic() < deadline:
+        if not warned:
+            log(f"machine is {busy:.0%} busy before the run: waiting up to {timeout:.0f}s for it to calm down")
+            warned = True
+        busy = cpu_busy()
+    if busy > threshold:
+        log(f"machine still {busy:.0%} busy: measuring anyway (recorded as background_cpu)")
+    return busy
 
 
 def machine_info(node: str) -> dict:
@@ -316,23 +349,67 @@ class TargetSpec:
     instances: int
     uses_redis: bool = True
     extra: list[str] = field(default_factory=list)
+    server: str = "hypercorn"
+    kind: str = ""  # fleetchat | node | naive; name is the target's key in the report
+
+    def __post_init__(self) -> None:
+        self.kind = self.kind or self.name.split(":", 1)[0].removesuffix("-embedded")
 
     def command(self, port: int, node: str) -> tuple[list[str], Path, dict]:
         env = dict(os.environ)
         env["PORT"] = str(port)
         env["PYTHONUNBUFFERED"] = "1"
-        bind = f"{HOST}:{port}"
-        if self.name.startswith("fleetchat"):
+        if self.kind == "fleetchat":
             env["CHAT_RATE"] = "100000"
             env["CHAT_RATE_BURST"] = "100000"
-            return ([sys.executable, "-m", "hypercorn", "backend.app:asgi", "--bind", bind, *self.extra], ROOT, env)
-        if self.name == "node":
+            return (python_server(self.server, "backend.app:asgi", port, self.extra), ROOT, env)
+        if self.kind == "node":
             return ([node, "server.js", *self.extra], NODE_PEER_DIR, env)
-        if self.name == "naive":
+        if self.kind == "naive":
             env["PYTHONPATH"] = str(NAIVE_PEER_DIR)
-            argv = [sys.executable, "-m", "hypercorn", "naive_peer:asgi", "--bind", bind, *self.extra]
-            return (argv, NAIVE_PEER_DIR, env)
+            return (python_server(self.server, "naive_peer:asgi", port, self.extra), NAIVE_PEER_DIR, env)
         raise BenchError(f"unknown target {self.name}")
+
+
+def python_server(server: str, app: str, port: int, extra: list[str]) -> list[str]:
+    """argv serving an ASGI app on 127.0.0.1:port with one worker process."""
+    if server == "hypercorn":
+        return [sys.executable, "-m", "hypercorn", app, "--bind", f"{HOST}:{port}", *extra]
+    if server == "granian":
+        argv = [sys.executable, "-m", "granian", "--interface", "asgi", "--host", HOST, "--port", str(port)]
+        return [*argv, "--workers", "1", "--no-access-log", *extra, app]
+    if server == "uvicorn":
+        return [sys.executable, "-m", "uvicorn", app, "--host", HOST, "--port", str(port), *extra]
+    raise BenchError(f"unknown ASGI server {server}")
+
+
+def target_spec(entry: str, args: argparse.Namespace) -> TargetSpec:
+    """`kind[:server[:args]]`, e.g. `fleetchat`, `fleetchat:granian:--loop uvloop`, `naive:uvicorn`."""
+    kind, _, rest = entry.partition(":")
+    server, _, extra_s = rest.partition(":")
+    if kind not in ALL_TARGETS:
+        raise SystemExit(f"unknown target {kind!r}; choose from {ALL_TARGETS}")
+    if server and (kind == "node" or server not in SERVERS):
+        raise SystemExit(f"bad server {server!r} for {kind}; Python targets take one of {SERVERS}")
+    if kind == "node":
+        extra = shlex.split(args.node_args)
+        return TargetSpec(entry, " ".join(["Node socket.io 4 + redis-adapter", *extra]), args.instances, True, extra)
+    default_server, default_args = (
+        (args.fleetchat_server, args.fleetchat_args) if kind == "fleetchat" else (args.naive_server, args.naive_args)
+    )
+    server = server or default_server
+    extra = shlex.split(extra_s if rest else default_args)
+    desc = " ".join([server, *extra])
+    if kind == "naive":
+        return TargetSpec(
+            entry, f"naive python-socketio + AsyncRedisManager ({desc})", args.instances, True, extra, server
+        )
+    if not (ROOT / "backend" / "app.py").exists():
+        raise LookupError("fleetchat: backend/app.py not found")
+    if args.fleetchat_mode == "embedded":
+        label = f"fleetchat ({desc}, EMBEDDED: one instance, no Redis)"
+        return TargetSpec(entry, label, 1, False, extra, server, kind="fleetchat")
+    return TargetSpec(entry, f"fleetchat ({desc}, Redis fleet)", args.instances, True, extra, server)
 
 
 def wait_ready(proc: Proc, port: int, timeout: float = 40) -> None:
@@ -356,6 +433,7 @@ class Fleet:
     """The instances of one target, started fresh for one scenario."""
 
     def __init__(self, spec: TargetSpec, redis: Redis, node: str, logdir: Path, tag: str):
+        self.spec = spec
         self.procs: list[Proc] = []
         self.ports: list[int] = []
         try:
@@ -480,10 +558,20 @@ def run_room(
     }
     bound = args.connect_timeout + args.warmup + duration + args.drain_timeout + 60
     lg = Loadgen(node, cfg, logfile)
+    profiler = None
     try:
-        res = lg.until("result", bound)
+        res = lg.until("ready", bound)
+        if res.get("event") == "ready":
+            if args.py_spy and fleet.spec.kind != "node":
+                profiler = start_profiler(args.py_spy, fleet, args.warmup + duration + 1, logfile)
+            res = lg.until("result", bound)
     finally:
         lg.close()
+        if profiler:
+            try:
+                profiler.wait(30)
+            except subprocess.TimeoutExpired:
+                profiler.kill()
     if not res.get("ok"):
         raise BenchError(f"load generator failed: {res.get('error')} {res.get('setup', '')}")
     loss = res["missing"]
@@ -506,6 +594,16 @@ def run_room(
         "drain_ms": res["drain_ms"],
         "raw": res,
     }
+
+
+def start_profiler(py_spy: str, fleet: Fleet, seconds: float, logfile: Path) -> subprocess.Popen:
+    """py-spy on instance 0's serving process (hypercorn's worker: the last of its process tree)."""
+    pid = process_tree(fleet.procs[0].pid)[-1]
+    out = logfile.with_name(logfile.name.replace("-loadgen.log", f"-pyspy-{pid}.txt"))
+    argv = [py_spy, "record", "--pid", str(pid), "--duration", str(int(seconds + 0.999)), "--rate", "200"]
+    argv += ["--nonblocking", "--format", "raw", "--output", str(out)]
+    log(f"profiling pid {pid} into {out}")
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def scenario_fanout(args, node, fleet, logfile):
@@ -637,7 +735,7 @@ def fmt(v, digits: int = 1) -> str:
     if v is None:
         return "—"
     if digits < 0:  # significant digits, for ratios
-        return f"{v:.{-digits}g}"
+        return f"{v:.{-digits}g}x"
     if isinstance(v, float) and not v.is_integer():
         return f"{v:,.{digits}f}"
     return f"{int(v):,}"
@@ -683,8 +781,8 @@ def markdown(report: dict) -> str:
         ]
         for other, r in report["ratios"].items():
             lines.append(
-                f"| {report['labels'][other]} | {fmt(r['saturation_deliveries'], -3)}x | {fmt(r['fanout_p99'], -3)}x | "
-                f"{fmt(r['idle_held'], -3)}x | {fmt(r['kb_per_conn'], -3)}x |"
+                f"| {report['labels'][other]} | {fmt(r['saturation_deliveries'], -3)} | {fmt(r['fanout_p99'], -3)} | "
+                f"{fmt(r['idle_held'], -3)} | {fmt(r['kb_per_conn'], -3)} |"
             )
     lines += [
         "",
@@ -693,6 +791,14 @@ def markdown(report: dict) -> str:
         f"{p['sat_senders']} senders, window {p['sat_window']}, {p['sat_duration']} s; idle: up to "
         f"{p['idle_cap']} connections to one instance within {p['idle_duration']} s.",
     ]
+    busy = [r for r in report["runs"] if r.get("background_cpu", 0) > p["quiet_threshold"]]
+    if busy:
+        worst = max(r["background_cpu"] for r in busy)
+        lines += [
+            "",
+            f"Warning: {len(busy)} of {len(report['runs'])} runs started while other processes kept the machine "
+            f"busy (up to {worst:.0%} of the CPUs): their numbers are not comparable.",
+        ]
     if report.get("skipped"):
         lines += ["", "Not measured: " + "; ".join(report["skipped"])]
     return "\n".join(lines) + "\n"
@@ -715,7 +821,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m bench.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--targets", default=",".join(ALL_TARGETS), help="comma list of fleetchat,node,naive")
+    ap.add_argument(
+        "--targets",
+        default=",".join(ALL_TARGETS),
+        help="comma list of fleetchat,node,naive; a Python target may name its ASGI server and "
+        "that server's args: fleetchat:granian, 'fleetchat:hypercorn:-k uvloop', naive:granian",
+    )
     ap.add_argument("--scenarios", default=",".join(ALL_SCENARIOS), help="comma list of fanout,saturation,idle")
     ap.add_argument("--instances", type=int, default=2, help="instances per target")
     ap.add_argument("--fanout-clients", type=int, default=200)
@@ -733,7 +844,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--loadgen-workers", type=int, default=2, help="load generator processes")
     ap.add_argument("--text-bytes", type=int, default=32)
     ap.add_argument("--connect-timeout", type=float, default=30)
-    ap.add_argument("--drain-timeout", type=float, default=10)
+    ap.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30,
+        help="seconds after sending stops within which every acked message must arrive (else: loss)",
+    )
     ap.add_argument("--settle", type=float, default=2.0, help="seconds before each RSS reading")
     ap.add_argument(
         "--fleetchat-mode",
@@ -741,9 +857,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="fleet",
         help="embedded = one instance, no REDIS_URL (labelled as such)",
     )
-    ap.add_argument("--fleetchat-args", default="", help="extra hypercorn args for fleetchat, e.g. '-k uvloop'")
+    ap.add_argument("--fleetchat-server", choices=SERVERS, default="hypercorn", help="ASGI server for fleetchat")
+    ap.add_argument("--fleetchat-args", default="", help="extra ASGI server args for fleetchat, e.g. '-k uvloop'")
     ap.add_argument("--node-args", default="")
-    ap.add_argument("--naive-args", default="", help="extra hypercorn args for the naive peer")
+    ap.add_argument("--naive-server", choices=SERVERS, default="hypercorn", help="ASGI server for the naive peer")
+    ap.add_argument("--naive-args", default="", help="extra ASGI server args for the naive peer")
+    ap.add_argument(
+        "--py-spy",
+        default="",
+        metavar="PATH",
+        help="py-spy executable: profile instance 0 of the Python targets during fanout/saturation "
+        "(collapsed stacks next to the logs)",
+    )
+    ap.add_argument(
+        "--quiet-threshold",
+        type=float,
+        default=0.25,
+        help="before each run, wait while other processes keep more than this fraction of the CPUs busy",
+    )
+    ap.add_argument("--quiet-wait", type=float, default=60, help="longest wait for a quiet machine, seconds")
     ap.add_argument("--out-dir", type=Path, default=BENCH / "results")
     ap.add_argument("--update-readme", action="store_true", help="write the table into bench/README.md")
     ap.add_argument("--smoke", action="store_true", help="tiny parameters for a quick end-to-end check")
@@ -754,6 +886,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.sat_clients, args.sat_senders, args.sat_duration = 6, 2, 1.5
         args.idle_cap, args.idle_duration, args.idle_concurrency = 50, 5, 20
         args.warmup, args.settle, args.loadgen_workers = 0.3, 0.5, 1
+        args.quiet_wait = 0
     return args
 
 
@@ -761,38 +894,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    for t in targets:
-        if t not in ALL_TARGETS:
-            raise SystemExit(f"unknown target {t!r}; choose from {ALL_TARGETS}")
     for s in scenarios:
         if s not in ALL_SCENARIOS:
             raise SystemExit(f"unknown scenario {s!r}; choose from {ALL_SCENARIOS}")
     skipped = [
         "(d) browser tab to browser tab through the Reflex frontend: not part of this driver "
-        "(the frontend's end-to-end latency is measured separately)",
+        "(it needs the Reflex UI and a browser)",
     ]
     specs: list[TargetSpec] = []
-    for t in targets:
-        if t == "fleetchat":
-            if not (ROOT / "backend" / "app.py").exists():
-                msg = "fleetchat: backend/app.py not found"
-                log(f"skipping {msg}")
-                skipped.append(msg)
-                continue
-            if args.fleetchat_mode == "embedded":
-                specs.append(
-                    TargetSpec(
-                        "fleetchat-embedded", LABELS["fleetchat-embedded"], 1, False, shlex.split(args.fleetchat_args)
-                    )
-                )
-            else:
-                specs.append(
-                    TargetSpec("fleetchat", LABELS["fleetchat"], args.instances, True, shlex.split(args.fleetchat_args))
-                )
-        elif t == "node":
-            specs.append(TargetSpec("node", LABELS["node"], args.instances, True, shlex.split(args.node_args)))
-        else:
-            specs.append(TargetSpec("naive", LABELS["naive"], args.instances, True, shlex.split(args.naive_args)))
+    for entry in targets:
+        try:
+            specs.append(target_spec(entry, args))
+        except LookupError as e:
+            log(f"skipping {e}")
+            skipped.append(str(e))
     if not specs:
         raise SystemExit("no target to measure")
 
@@ -819,10 +934,11 @@ def main(argv: list[str] | None = None) -> int:
         for rnd in range(1, args.rounds + 1):
             for spec in specs:
                 for scn in scenarios:
-                    tag = f"r{rnd}-{spec.name}-{scn}"
+                    tag = f"r{rnd}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', spec.name)}-{scn}"
                     entry = {"round": rnd, "target": spec.name, "scenario": scn}
                     t0 = time.monotonic()
                     fleet = None
+                    entry["background_cpu"] = wait_quiet(args.quiet_threshold, args.quiet_wait)
                     try:
                         redis.flush()
                         fleet = Fleet(spec, redis, node, logdir, tag)
@@ -847,7 +963,8 @@ def main(argv: list[str] | None = None) -> int:
 
     names = [s.name for s in specs]
     summary = summarize(runs, names, scenarios)
-    base = names[0] if names[0].startswith("fleetchat") else "node" if "node" in names else names[0]
+    fleetchats = [s.name for s in specs if s.kind == "fleetchat"]
+    base = fleetchats[0] if fleetchats else "node" if "node" in names else names[0]
     report = {
         "date": started.strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine,
