@@ -15,9 +15,11 @@ import uuid
 import orjson
 from quart import Blueprint, current_app, websocket
 
+from backend import origins
 from backend.auth import authenticate
 from backend.chat import Chat, Connection
-from backend.models import ChatError, JoinRequest, parse
+from backend.limits import client_address
+from backend.models import ChatError, JoinRequest, SendRequest, parse
 from backend.store.base import Message
 
 bridge = Blueprint("bridge", __name__)
@@ -29,13 +31,23 @@ QUEUE_LIMIT = 1000
 @bridge.websocket("/ws")
 async def ws_bridge() -> None:
     chat: Chat = current_app.extensions["fleetchat"]
+    origin = websocket.headers.get("Origin")
+    if not chat.settings.origin_allowed(origin):
+        # Refused before the upgrade: the page of another site gets a plain 403.
+        chat.metrics.connections_refused.labels("forbidden_origin").inc()
+        return origins.forbidden(origin or "")
     await websocket.accept()
     try:
+        address = client_address(
+            websocket.remote_addr, websocket.headers.get("X-Forwarded-For"), chat.settings.trusted_proxy_set
+        )
+        await chat.admit(address)
         room = parse(JoinRequest, {"room": websocket.args.get("room", "general")}).room
         user = authenticate(
             chat.settings, {"name": websocket.args.get("name", ""), "token": websocket.args.get("token")}
         )
     except ChatError as exc:
+        chat.metrics.connections_refused.labels(exc.code).inc()
         await websocket.send(orjson.dumps(exc.ack()).decode())
         await websocket.close(1008, exc.detail[:120])
         return
@@ -82,12 +94,14 @@ async def _write(outbox: asyncio.Queue[str | None]) -> None:
 async def _read(chat: Chat, conn: Connection, room: str) -> None:
     while True:
         data = await websocket.receive()
+        if len(data) > chat.settings.max_payload_bytes:
+            await websocket.close(1009, "frame too large")
+            return
         text = data if isinstance(data, str) else data.decode("utf-8", "replace")
         try:
-            if not text.strip():
-                raise ChatError("bad_request", "text must not be empty")
+            req = parse(SendRequest, {"room": room, "text": text})
             if not conn.bucket.take():
                 raise ChatError("rate_limited", "slow down", 429)
-            await chat.send(conn.user, room, text, None)
+            await chat.send(conn.user, req.room, req.text, None)
         except ChatError as exc:
             await websocket.send(orjson.dumps(exc.ack()).decode())

@@ -20,7 +20,7 @@ import socketio
 
 from backend.config import Settings
 from backend.fanout import emit_local
-from backend.limits import TokenBucket
+from backend.limits import ConnectLimiter, KeyedBuckets, TokenBucket
 from backend.mentions import mention_room, mentioned, notification
 from backend.metrics import Metrics
 from backend.models import (
@@ -35,7 +35,7 @@ from backend.models import (
 )
 from backend.presence import Presence, User
 from backend.relay import Relay
-from backend.store.base import Message, MessageStore, StoreUnavailable
+from backend.store.base import Message, MessageStore, RateLimited, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,19 @@ class Chat:
         self._subscribers: dict[str, set[Subscriber]] = defaultdict(set)
         self.notify_local: Callable[[Message], None] | None = None
         """Set in embedded mode: hands a stored message to the in-process notifier."""
+        self.user_limits = None if store.limits_users else KeyedBuckets(settings.rate, settings.rate_burst)
+        """Messages per user in embedded mode; a fleet store enforces it in its append."""
+        self.connect_limiter = ConnectLimiter(settings.connects_per_minute, lambda: getattr(store, "redis", None))
 
     # -- connections ----------------------------------------------------------
+
+    async def admit(self, address: str) -> None:
+        """Refuse a new connection when this instance is full or ``address`` opens
+        too many; checked before the credentials, so guessing tokens is limited too."""
+        if len(self.connections) >= self.settings.max_connections:
+            raise ChatError("too_many_connections", "this server is full, try another or retry shortly", 503)
+        if not await self.connect_limiter.allow(address):
+            raise ChatError("rate_limited", "too many new connections from this address, retry in a minute", 429)
 
     def open_connection(self, sid: str, user: User) -> Connection:
         s = self.settings
@@ -206,7 +217,14 @@ class Chat:
         """Store, then fan out; the caller's ack says the message is stored."""
         if len(text) > self.settings.max_message_chars:
             raise ChatError("too_large", f"text is limited to {self.settings.max_message_chars} characters", 413)
-        result = await self._store_call(self.store.append(room, user, text, client_id or uuid.uuid4().hex, now_ms()))
+        if self.user_limits is not None and not self.user_limits.take(user["id"]):
+            raise ChatError("rate_limited", "slow down: too many messages from this user", 429)
+        try:
+            result = await self._store_call(
+                self.store.append(room, user, text, client_id or uuid.uuid4().hex, now_ms())
+            )
+        except RateLimited as exc:
+            raise ChatError("rate_limited", f"slow down: retry in {exc.retry_after:.2f}s", 429) from None
         message = result.message
         if result.created:
             self.metrics.messages_in.inc()

@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     default_room: str = "general"
     page_size: int = Field(default=50, ge=1, le=500)
     max_rooms_per_connection: int = Field(default=50, ge=1)
+    max_connections: int = Field(default=20_000, ge=1, description="Socket.IO and /ws connections per instance")
+    connects_per_minute: int = Field(default=600, ge=0, description="new connections per client address, 0: no limit")
+    trusted_proxies: str = ""
+    """Comma-separated peer addresses (the load balancer) whose X-Forwarded-For is believed."""
     dedupe_ttl_seconds: int = Field(default=86_400, ge=60)
     presence_ttl_seconds: float = Field(default=15.0, gt=1)
     backend_url: str = "http://127.0.0.1:8000"
@@ -43,6 +47,18 @@ class Settings(BaseSettings):
         if raw == "*":
             return "*"
         return [o.strip() for o in raw.split(",") if o.strip()]
+
+    def origin_allowed(self, origin: str | None) -> bool:
+        """A request without an Origin header (curl, a server-side client) is not
+        a browser acting for another site, so only a present Origin is checked."""
+        if origin is None:
+            return True
+        allowed = self.cors_origin_list
+        return allowed == "*" or origin in allowed
+
+    @property
+    def trusted_proxy_set(self) -> frozenset[str]:
+        return frozenset(p.strip() for p in self.trusted_proxies.split(",") if p.strip())
 
 
 @lru_cache(maxsize=1)

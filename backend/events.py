@@ -14,6 +14,7 @@ import socketio
 
 from backend.auth import authenticate
 from backend.chat import Chat
+from backend.limits import client_address
 from backend.models import ChatError
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ def register(sio: socketio.AsyncServer, chat: Chat) -> None:
     @sio.event
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         try:
+            await chat.admit(_address(chat, environ))
             user = authenticate(chat.settings, auth)
         except ChatError as exc:
             chat.metrics.connections_refused.labels(exc.code).inc()
@@ -58,3 +60,9 @@ def register(sio: socketio.AsyncServer, chat: Chat) -> None:
     async def unknown(event: str, sid: str, *args: Any) -> dict[str, Any]:
         chat.metrics.refused.labels("unknown_event").inc()
         return {"ok": False, "error": "unknown_event", "detail": f"no such event: {str(event)[:64]!r}"}
+
+
+def _address(chat: Chat, environ: dict[str, Any]) -> str:
+    # python-engineio's ASGI environ has a fixed REMOTE_ADDR; the scope has the peer.
+    client = environ.get("asgi.scope", {}).get("client") or ("unknown", 0)
+    return client_address(client[0], environ.get("HTTP_X_FORWARDED_FOR"), chat.settings.trusted_proxy_set)

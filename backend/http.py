@@ -21,6 +21,8 @@ from quart_schema import (
 )
 from werkzeug.exceptions import HTTPException
 
+from backend import origins
+from backend.auth import bearer_user
 from backend.chat import Chat, anonymous_user
 from backend.limits import TokenBucket
 from backend.models import ChatError, HttpPostMessage, JoinRequest, MessageId, parse
@@ -148,17 +150,23 @@ async def get_messages(room: str, query_args: PageQuery) -> PageOut:
 @validate_request(HttpPostMessage)
 @validate_response(PostedOut, 201)
 async def post_message(room: str, data: HttpPostMessage) -> tuple[PostedOut, int]:
-    """Post a message over plain HTTP; it reaches every socket in the room."""
+    """Post a message over plain HTTP; it reaches every socket in the room.
+
+    With ``CHAT_AUTH_SECRET`` set it needs ``Authorization: Bearer <token>``,
+    and the token, not ``name``, says who posts."""
     chat = _chat()
     name = _room(room)
-    if data.name is None:
-        raise ChatError("bad_request", "name is required", 400)
+    user = bearer_user(chat.settings, request.headers.get("Authorization"))
+    if user is None:
+        if data.name is None:
+            raise ChatError("bad_request", "name is required", 400)
+        user = anonymous_user(data.name)
     limits: _AddressLimits = current_app.extensions["fleetchat_http_limits"]
     if not limits.take(request.remote_addr or "unknown"):
         raise ChatError("rate_limited", "too many posts from this address", 429)
     if await chat._store_call(chat.store.room_info(name, create=False)) is None:
         raise ChatError("not_found", f"no room {name!r}; join it first to create it", 404)
-    ack = await chat.send(anonymous_user(data.name), name, data.text, data.client_id)
+    ack = await chat.send(user, name, data.text, data.client_id)
     return PostedOut(id=ack["id"], seq=ack["seq"], ts=ack["ts"]), 201
 
 
@@ -177,6 +185,7 @@ def install(app: Quart, chat: Chat) -> None:
     app.extensions["fleetchat"] = chat
     app.extensions["fleetchat_http_limits"] = _AddressLimits(chat.settings.rate, chat.settings.rate_burst)
     app.register_blueprint(api)
+    origins.install(app, chat.settings)
 
     @app.errorhandler(ChatError)
     async def chat_error(exc: ChatError) -> tuple[dict[str, Any], int]:

@@ -11,7 +11,12 @@ def build_store(settings: Settings) -> MessageStore:
     if settings.redis_url:
         from backend.store.redis import RedisStore
 
-        return RedisStore(settings.redis_url, settings.history_limit, settings.dedupe_ttl_seconds)
+        return RedisStore(
+            settings.redis_url,
+            settings.history_limit,
+            settings.dedupe_ttl_seconds,
+            user_rate=(settings.rate, settings.rate_burst),
+        )
     from backend.store.sqlite import SqliteStore
 
     return SqliteStore(settings.db_path, settings.history_limit)

@@ -20,6 +20,14 @@ class StoreUnavailable(Exception):
     """The backing service cannot be reached; callers answer ``unavailable``."""
 
 
+class RateLimited(Exception):
+    """The user is over their message rate (a store that enforces it fleet-wide)."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"retry in {retry_after:.2f}s")
+        self.retry_after = retry_after
+
+
 @dataclass(frozen=True, slots=True)
 class AppendResult:
     message: Message
@@ -36,6 +44,10 @@ class RoomInfo:
 
 class MessageStore(abc.ABC):
     """Append-only room logs. All methods may raise ``StoreUnavailable``."""
+
+    limits_users = False
+    """True when ``append`` enforces the per-user message rate itself (and may
+    raise ``RateLimited``); otherwise the caller limits users in memory."""
 
     @abc.abstractmethod
     async def open(self) -> None: ...

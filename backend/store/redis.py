@@ -21,6 +21,7 @@ from backend.store.base import (
     AppendResult,
     Message,
     MessageStore,
+    RateLimited,
     RoomInfo,
     StoreUnavailable,
 )
@@ -41,6 +42,17 @@ if prev then
   local found = redis.call('XRANGE', stream, prev .. '-0', prev .. '-0')
   if #found > 0 then return {0, found[1][2][2]} end
   return {0, '{"id":"' .. string.format('%012d', prev) .. '","seq":' .. prev .. ',' .. rest}
+end
+if ARGV[7] ~= '0' then
+  -- the sender's token bucket, shared by the whole fleet: a resend above is free
+  local rate, burst = tonumber(ARGV[7]), tonumber(ARGV[8])
+  local t = redis.call('TIME')
+  local now = t[1] * 1000 + math.floor(t[2] / 1000)
+  local b = redis.call('HMGET', KEYS[7], 't', 's')
+  local tokens = math.min(burst, (tonumber(b[1]) or burst) + math.max(0, now - (tonumber(b[2]) or now)) * rate / 1000)
+  if tokens < 1 then return {-1, tostring(math.ceil((1 - tokens) * 1000 / rate))} end
+  redis.call('HSET', KEYS[7], 't', tokens - 1, 's', now)
+  redis.call('PEXPIRE', KEYS[7], math.ceil(burst * 1000 / rate) + 1000)
 end
 local seq = redis.call('INCR', seqkey)
 local body = '{"id":"' .. string.format('%012d', seq) .. '","seq":' .. seq .. ',' .. rest
@@ -84,8 +96,13 @@ def connect(url: str) -> aioredis.Redis:
 
 
 class RedisStore(MessageStore):
-    def __init__(self, url: str, history_limit: int, dedupe_ttl: int) -> None:
+    limits_users = True
+
+    def __init__(
+        self, url: str, history_limit: int, dedupe_ttl: int, user_rate: tuple[float, int] | None = None
+    ) -> None:
         self._url = url
+        self._user_rate = ("0", "0") if user_rate is None else (repr(float(user_rate[0])), str(user_rate[1]))
         self._history_limit = history_limit
         self._dedupe_ttl = dedupe_ttl
         self.redis: aioredis.Redis | None = None
@@ -118,7 +135,7 @@ class RedisStore(MessageStore):
         rest = orjson.dumps({"room": room, "user": user, "text": text, "ts": ts, "client_id": client_id})[1:]
         try:
             created, body = await self._append(
-                keys=[seq_key, log_key, dedupe_key, epoch_key, ROOMS_KEY, MENTIONS_KEY],
+                keys=[seq_key, log_key, dedupe_key, epoch_key, ROOMS_KEY, MENTIONS_KEY, "fc:rate:" + user["id"]],
                 args=[
                     room,
                     rest,
@@ -126,10 +143,13 @@ class RedisStore(MessageStore):
                     self._history_limit,
                     secrets.token_hex(8),
                     "1" if "@" in text else "0",
+                    *self._user_rate,
                 ],
             )
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis: {exc}") from exc
+        if created == -1:
+            raise RateLimited(int(body) / 1000)
         return AppendResult(orjson.loads(body), created=bool(created))
 
     async def room_info(self, room: str, create: bool = True) -> RoomInfo | None:
