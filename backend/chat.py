@@ -19,7 +19,7 @@ from typing import Any
 import socketio
 
 from backend.config import Settings
-from backend.fanout import emit_local
+from backend.fanout import Fanout
 from backend.limits import ConnectLimiter, KeyedBuckets, TokenBucket
 from backend.mentions import mention_room, mentioned, notification
 from backend.metrics import Metrics
@@ -72,6 +72,7 @@ class Chat:
         self.sio = sio
         self.metrics = metrics
         self.relay = Relay(store, self._deliver)
+        self.fanout = Fanout(sio, metrics.messages_out.inc)
         self.connections: dict[str, Connection] = {}
         self._listeners: dict[str, int] = defaultdict(int)  # room -> local sockets + bridge clients
         self._subscribers: dict[str, set[Subscriber]] = defaultdict(set)
@@ -119,11 +120,12 @@ class Chat:
 
     def _deliver(self, room: str, message: Message) -> None:
         """The relay's output: one message, in order, to every local listener."""
-        delivered = emit_local(self.sio, room, "message", message)
-        for subscriber in tuple(self._subscribers.get(room, ())):
-            subscriber(message)
-            delivered += 1
-        self.metrics.messages_out.inc(delivered)
+        self.fanout.emit(room, "message", message)
+        subscribers = self._subscribers.get(room)
+        if subscribers:
+            for subscriber in tuple(subscribers):
+                subscriber(message)
+            self.metrics.messages_out.inc(len(subscribers))
         self.metrics.fanout_latency.observe(max(0.0, time.time() - message["ts"] / 1000))
 
     def _listen(self, room: str, last_seq: int) -> int:

@@ -1,11 +1,11 @@
 """Fan-out to this instance's sockets, and the two Socket.IO managers.
 
-``emit_local`` is the hot path of every delivery: the Socket.IO packet is
-encoded once per broadcast and the same Engine.IO packet object (which caches
-its own encoding) is queued on every recipient's socket, with no task or
-await per recipient. python-socketio's generic ``emit`` instead spawns one
-task per recipient. It relies on python-engineio's socket queue, which is why
-requirements.txt pins python-engineio.
+``Fanout`` is the hot path of every delivery: each message is encoded once,
+and the frames of a tick are written once per recipient, with no task or
+await per recipient (python-socketio's generic ``emit`` spawns a task per
+recipient and hypercorn adds a dozen calls per frame). It reaches into
+python-engineio's socket queue and hypercorn's transport, which is why
+requirements.txt pins both.
 
 Chat ``message`` events, whichever way they arrive, go through the ``Relay``
 so each socket sees every message once and in ``seq`` order. Everything else
@@ -23,26 +23,71 @@ from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
 from backend.relay import Relay
+from backend.server_tuning import direct_transport, text_frame
 
 NAMESPACE = "/"
 
 
-def emit_local(server: socketio.AsyncServer, room: str, event: str, data: Any, skip_sid: str | None = None) -> int:
-    """Queue one event to every local socket in ``room``; returns how many got it."""
-    participants = server.manager.get_participants(NAMESPACE, room)
-    encoded = server.packet_class(sio_packet.EVENT, namespace=NAMESPACE, data=[event, data]).encode()
-    pkt = eio_packet.Packet(eio_packet.MESSAGE, encoded)
-    sockets = server.eio.sockets
-    count = 0
-    for sid, eio_sid in participants:
-        if sid == skip_sid:
-            continue
-        sock = sockets.get(eio_sid)
-        if sock is None or sock.closed:
-            continue
-        sock.queue.put_nowait(pkt)
-        count += 1
-    return count
+class Fanout:
+    """Chat messages to this instance's sockets: encode once, write once.
+
+    A delivered message is encoded to its Socket.IO text once, and deliveries
+    are flushed once per event-loop tick: every message for a room in that
+    tick becomes one byte string of WebSocket frames, written with a single
+    ``transport.write`` per recipient. Sockets that cannot be written directly
+    (long-polling, another ASGI server) get the same packets through
+    engine.io's queue. A recipient whose unsent buffer passes
+    ``max_buffer`` is too slow to keep up and is cut off instead of
+    growing memory without bound.
+    """
+
+    def __init__(
+        self, server: socketio.AsyncServer, on_flush: Callable[[int], None], max_buffer: int = 4 << 20
+    ) -> None:
+        self._server = server
+        self._on_flush = on_flush
+        self._max_buffer = max_buffer
+        self._pending: dict[str, list[str]] = {}
+        self._scheduled = False
+        self.slow_consumers_dropped = 0
+
+    def emit(self, room: str, event: str, data: Any) -> None:
+        encoded = self._server.packet_class(sio_packet.EVENT, namespace=NAMESPACE, data=[event, data]).encode()
+        texts = self._pending.get(room)
+        if texts is None:
+            self._pending[room] = [encoded]
+        else:
+            texts.append(encoded)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        pending, self._pending = self._pending, {}
+        sockets = self._server.eio.sockets
+        delivered = 0
+        for room, texts in pending.items():
+            frames = b"".join(text_frame(("4" + t).encode()) for t in texts)
+            packets: list[eio_packet.Packet] | None = None
+            for _sid, eio_sid in self._server.manager.get_participants(NAMESPACE, room):
+                sock = sockets.get(eio_sid)
+                if sock is None or sock.closed:
+                    continue
+                transport = direct_transport(sock)
+                if transport is not None:
+                    if transport.get_write_buffer_size() > self._max_buffer:
+                        self.slow_consumers_dropped += 1
+                        transport.abort()
+                        continue
+                    transport.write(frames)
+                else:
+                    if packets is None:
+                        packets = [eio_packet.Packet(eio_packet.MESSAGE, t) for t in texts]
+                    for pkt in packets:
+                        sock.queue.put_nowait(pkt)
+                delivered += len(texts)
+        self._on_flush(delivered)
 
 
 class RelayHook:
