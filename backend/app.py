@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import socketio
 from quart import Quart
 from quart_schema import Info, QuartSchema
 
-from backend import http
+from backend import http, logs
 from backend.bridge import bridge
 from backend.chat import Chat, run_periodically
 from backend.config import Settings, get_settings
@@ -61,12 +62,14 @@ def create_app(settings: Settings | None = None) -> tuple[Any, Quart, Chat]:
     chat = Chat(settings, store, presence_holder[0], sio, metrics)
     manager.relay = chat.relay
     if isinstance(manager, FleetManager):
-        manager.on_resubscribe = chat.relay.sweep_soon
+        manager.on_resubscribe = _count_resubscribes(metrics, chat.relay.sweep_soon)
     register(sio, chat)
+    logs.instrument_socketio(sio)
 
     app = Quart("fleetchat")
     QuartSchema(app, info=Info(title="fleetchat", version="1"), openapi_path="/openapi.json")
     http.install(app, chat)
+    logs.install_http(app)
     app.register_blueprint(bridge)
     tasks: list[asyncio.Task[None]] = []
     notifier = LocalNotifier(chat) if not fleet else None
@@ -78,13 +81,21 @@ def create_app(settings: Settings | None = None) -> tuple[Any, Quart, Chat]:
         if fleet:
             assert isinstance(store, RedisStore) and store.redis is not None
             chat.presence = RedisPresence(store.redis, settings.instance_id, settings.presence_ttl_seconds)
-            app.extensions["fleetchat_bus_ping"] = _bus_ping(manager)
+            app.extensions["fleetchat_bus_ping"] = _bus_ping(manager, metrics)
+            # python-socketio starts the pub/sub listener at the first connection; start it now,
+            # so /readyz (which pings its Redis) turns ready before any client arrives.
+            if not sio.manager_initialized:
+                sio.manager_initialized = True
+                manager.initialize()
             await _tolerate(chat.presence.heartbeat())
             await _tolerate(ensure_mention_group(store.redis))
             interval = settings.presence_ttl_seconds / 3
-            tasks.append(asyncio.create_task(run_periodically(interval, chat.presence.heartbeat, "presence heartbeat")))
-            tasks.append(asyncio.create_task(run_periodically(interval, chat.reap_presence, "presence reaper")))
-        tasks.append(asyncio.create_task(run_periodically(1.0, chat.relay.sweep, "relay sweep")))
+            heartbeat = _count_errors(metrics, "heartbeat", chat.presence.heartbeat)
+            tasks.append(asyncio.create_task(run_periodically(interval, heartbeat, "presence heartbeat")))
+            reaper = _count_errors(metrics, "reaper", chat.reap_presence)
+            tasks.append(asyncio.create_task(run_periodically(interval, reaper, "presence reaper")))
+        sweep = _count_errors(metrics, "relay_sweep", chat.relay.sweep) if fleet else chat.relay.sweep
+        tasks.append(asyncio.create_task(run_periodically(1.0, sweep, "relay sweep")))
         if notifier is not None:
             chat.notify_local = notifier.submit
             tasks.append(asyncio.create_task(notifier.run()))
@@ -104,14 +115,43 @@ def create_app(settings: Settings | None = None) -> tuple[Any, Quart, Chat]:
     return asgi, app, chat
 
 
-def _bus_ping(manager: Any) -> Any:
+def _bus_ping(manager: Any, metrics: Metrics) -> Any:
     async def ping() -> bool:
         try:
             return bool(await manager.redis.ping())
         except Exception:
+            metrics.redis_errors.labels("readyz").inc()
             return False
 
     return ping
+
+
+def _count_errors(metrics: Metrics, source: str, fn: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
+    """``fn`` with its failures counted in ``fleetchat_redis_errors_total{source}``."""
+    errors = metrics.redis_errors.labels(source)
+
+    async def counted() -> Any:
+        try:
+            return await fn()
+        except Exception:
+            errors.inc()
+            raise
+
+    return counted
+
+
+def _count_resubscribes(metrics: Metrics, then: Callable[[], None]) -> Callable[[], None]:
+    """The listener's first subscription is not a reconnect; every later one is."""
+    subscribed = False
+
+    def on_subscribe() -> None:
+        nonlocal subscribed
+        if subscribed:
+            metrics.pubsub_reconnects.inc()
+        subscribed = True
+        then()
+
+    return on_subscribe
 
 
 async def _tolerate(awaitable: Any) -> None:
@@ -121,5 +161,5 @@ async def _tolerate(awaitable: Any) -> None:
         log.warning("ignored during start/stop: %s", exc)
 
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+logs.configure(get_settings().log_format, get_settings().log_level)
 asgi, app, chat = create_app()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import uuid
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,6 +40,8 @@ class Settings(BaseSettings):
     backend_url: str = "http://127.0.0.1:8000"
     instance_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
     port: int = Field(default=8000, validation_alias=AliasChoices("PORT", "CHAT_PORT"))
+    log_format: Literal["json", "text"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"] = "INFO"
 
     @property
     def cors_origin_list(self) -> list[str] | str:

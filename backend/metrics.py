@@ -24,6 +24,17 @@ class Metrics:
         self.replayed = Counter(
             "fleetchat_relay_replayed_total", "Messages read back from the store to fill a gap", registry=r
         )
+        self.redis_errors = Counter(
+            "fleetchat_redis_errors_total",
+            "Redis calls outside a request that failed (heartbeat, reaper, relay sweep, readiness ping)",
+            ["source"],
+            registry=r,
+        )
+        self.pubsub_reconnects = Counter(
+            "fleetchat_pubsub_reconnects_total",
+            "Times the pub/sub listener subscribed again after losing Redis",
+            registry=r,
+        )
         self.fanout_latency = Histogram(
             "fleetchat_fanout_latency_seconds",
             "From the message's timestamp to its local fan-out",

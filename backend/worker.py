@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 import socketio
 from redis.exceptions import RedisError
 
+from backend import logs
 from backend.config import get_settings
 from backend.jsonio import OrjsonModule
 from backend.mentions import mentioned, notification
@@ -119,5 +120,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(get_settings().log_format, get_settings().log_level)
     asyncio.run(main())

@@ -1,0 +1,1 @@
+"""Deployment and operation: the local fleet supervisor, its nginx template, rolling restarts."""

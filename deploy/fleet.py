@@ -1,0 +1,494 @@
+"""A local production-like fleet, supervised: ``python -m deploy.fleet`` (``make fleet``).
+
+Starts Redis (its own port, AOF), N ``hypercorn backend.app:asgi`` instances,
+Debian's nginx in front of them (``deploy/nginx.conf.template``), the mention
+worker and the Reflex UI in production mode pointed at the load balancer.
+Every child's output is printed with its name in front and kept in
+``<state-dir>/logs/<name>.log``.
+
+The supervisor restarts any process that exits (the way a PaaS restarts a
+dyno), so a rolling restart is just SIGTERM to one instance at a time
+(``deploy/rolling_restart.py``). It also polls every instance's ``/readyz``
+and marks an instance that is not ready ``down`` in nginx (then reloads it),
+on top of nginx's passive checks. The state of the fleet (ports, pids,
+readiness) is kept in ``<state-dir>/fleet.json`` for scripts and tests.
+Ctrl-C (SIGINT) or SIGTERM stops everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = Path(__file__).resolve().parent / "nginx.conf.template"
+HYPERCORN_CONFIG = Path(__file__).resolve().parent / "hypercorn.toml"
+
+RESTART_DELAY = 0.5
+CRASH_LOOP_SECONDS = 3.0  # an exit this soon after a start counts towards a crash loop
+CRASH_LOOP_LIMIT = 5
+READY_POLL = 1.0
+STOP_GRACE = 10.0
+
+
+def find_executable(name: str) -> str | None:
+    """On PATH, or in the sbin folders a non-root PATH often lacks (Debian's nginx)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    for folder in ("/usr/sbin", "/usr/local/sbin", "/sbin"):
+        candidate = Path(folder) / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def check_port_free(port: int, what: str) -> None:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            raise SystemExit(
+                f"port {port} for {what} is taken (is another fleet or `make run` running?). "
+                f"Stop it, or choose other ports: scripts/fleet.sh --help"
+            ) from None
+
+
+async def http_status(port: int, path: str, timeout: float = 1.0) -> int | None:
+    """The status code of ``GET path`` on 127.0.0.1:port, or None if nothing answers."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
+    except (TimeoutError, OSError):
+        return None
+    try:
+        writer.write(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        line = await asyncio.wait_for(reader.readline(), timeout)
+        parts = line.split()
+        return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
+    except (TimeoutError, OSError):
+        return None
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def redis_answers(port: int) -> bool:
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1.0)
+    except (TimeoutError, OSError):
+        return False
+    try:
+        writer.write(b"PING\r\n")
+        return (await asyncio.wait_for(reader.readline(), 1.0)).startswith(b"+PONG")
+    except (TimeoutError, OSError):
+        return False
+    finally:
+        writer.close()
+
+
+async def wait_until(check: Any, timeout: float, what: str, every: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(every)
+    raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+@dataclass
+class Child:
+    """One supervised process; restarted when it exits unless the fleet is stopping."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    port: int | None = None
+    restart: bool = True
+    proc: asyncio.subprocess.Process | None = None
+    starts: int = 0
+    ready: bool = False
+    started_at: float = 0.0
+    exits: list[int | None] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None and self.proc.returncode is None else None
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.argv,
+            cwd=ROOT,
+            env=self.env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops the children in order
+        )
+        self.starts += 1
+        self.started_at = time.monotonic()
+        self.ready = False
+
+    async def pump(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        prefix = f"{self.name:<9}| "
+        with self.log_path.open("ab") as log:
+            while line := await proc.stdout.readline():
+                log.write(line)
+                log.flush()
+                sys.stdout.write(prefix + line.decode(errors="replace").rstrip("\n") + "\n")
+                sys.stdout.flush()
+
+    async def stop(self, grace: float = STOP_GRACE) -> None:
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), grace)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+
+
+@dataclass
+class Ports:
+    lb: int
+    redis: int
+    web: list[int]
+    ui: int
+
+
+class Fleet:
+    def __init__(self, state_dir: Path, ports: Ports, *, worker: bool = True, ui: bool = True) -> None:
+        self.state_dir = state_dir
+        self.ports = ports
+        self.with_worker = worker
+        self.with_ui = ui
+        self.nginx_dir = state_dir / "nginx"
+        self.logs = state_dir / "logs"
+        self.children: dict[str, Child] = {}
+        self.tasks: list[asyncio.Task[None]] = []
+        self.stopping = asyncio.Event()
+        self.failed: str | None = None
+        self.ready = False
+        self.nginx_down: frozenset[int] = frozenset()
+        self.reloads = 0
+
+    # -- paths and urls ---------------------------------------------------------
+
+    @property
+    def lb_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.lb}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.ports.redis}/0"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://localhost:{self.ports.ui}"
+
+    @property
+    def web(self) -> list[Child]:
+        return [c for name, c in self.children.items() if name.startswith("web.")]
+
+    # -- the processes --------------------------------------------------------------
+
+    def _base_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.setdefault("CHAT_LOG_FORMAT", "json")
+        env["PYTHONUNBUFFERED"] = "1"
+        env["REDIS_URL"] = self.redis_url
+        env.pop("PORT", None)
+        return env
+
+    def _redis(self) -> Child:
+        exe = find_executable("redis-server")
+        if exe is None:
+            raise SystemExit("redis-server is not installed: scripts/bootstrap.sh apt:redis-server")
+        data = self.state_dir / "redis"
+        data.mkdir(parents=True, exist_ok=True)
+        # AOF with fsync on every write: an acknowledged message survives a Redis restart.
+        argv = [exe, "--port", str(self.ports.redis), "--bind", "127.0.0.1", "--dir", str(data)]
+        argv += ["--appendonly", "yes", "--appendfsync", "always", "--save", "", "--loglevel", "warning"]
+        return Child("redis", argv, dict(os.environ), self.logs / "redis.log", port=self.ports.redis)
+
+    def _web(self, index: int, port: int) -> Child:
+        origins = [self.lb_url, f"http://localhost:{self.ports.lb}", self.ui_url, f"http://127.0.0.1:{self.ports.ui}"]
+        env = {
+            **self._base_env(),
+            "CHAT_CORS_ORIGINS": os.environ.get("CHAT_CORS_ORIGINS", ",".join(origins)),
+            "CHAT_TRUSTED_PROXIES": os.environ.get("CHAT_TRUSTED_PROXIES", "127.0.0.1"),
+        }
+        argv = [sys.executable, "-m", "hypercorn", "--config", str(HYPERCORN_CONFIG), "backend.app:asgi"]
+        argv += ["--bind", f"127.0.0.1:{port}", "--workers", "0", "--worker-class", "uvloop"]
+        return Child(f"web.{index}", argv, env, self.logs / f"web.{index}.log", port=port)
+
+    def _nginx(self) -> Child:
+        exe = find_executable("nginx")
+        if exe is None:
+            raise SystemExit("nginx is not installed: scripts/bootstrap.sh apt:nginx")
+        for sub in ("logs", "tmp"):
+            (self.nginx_dir / sub).mkdir(parents=True, exist_ok=True)
+        self.render_nginx(frozenset())
+        argv = [exe, "-p", str(self.nginx_dir), "-c", str(self.nginx_dir / "nginx.conf"), "-e", "stderr"]
+        return Child("nginx", argv, dict(os.environ), self.logs / "nginx.log", port=self.ports.lb)
+
+    def _worker(self) -> Child:
+        env = {**self._base_env(), "CHAT_WORKER_NAME": os.environ.get("CHAT_WORKER_NAME", "fleet-worker-1")}
+        return Child("worker", [sys.executable, "-m", "backend.worker"], env, self.logs / "worker.log")
+
+    def _ui(self) -> Child:
+        env = {**self._base_env(), "CHAT_BACKEND_URL": self.lb_url}
+        env.pop("REDIS_URL", None)  # the UI talks to the chat through the load balancer only
+        env.update(REFLEX_FRONTEND_PORT=str(self.ports.ui), REFLEX_BACKEND_PORT=str(self.ports.ui))
+        argv = [sys.executable, "-m", "reflex", "run", "--env", "prod"]
+        return Child("ui", argv, env, self.logs / "ui.log", port=self.ports.ui)
+
+    # -- nginx configuration ------------------------------------------------------
+
+    def render_nginx(self, down: frozenset[int]) -> None:
+        servers = "\n".join(
+            f"        server 127.0.0.1:{port} max_fails=1 fail_timeout=3s{' down' if port in down else ''};"
+            for port in self.ports.web
+        )
+        text = TEMPLATE.read_text()
+        for key, value in {"prefix": str(self.nginx_dir), "port": str(self.ports.lb), "servers": servers}.items():
+            text = text.replace("{{" + key + "}}", value)
+        tmp = self.nginx_dir / "nginx.conf.tmp"
+        tmp.write_text(text)
+        tmp.replace(self.nginx_dir / "nginx.conf")
+        self.nginx_down = down
+
+    async def _apply_readiness(self) -> None:
+        """Mark not-ready instances down in nginx, unless none is ready (then a
+        503 from any instance says more than nginx's 502)."""
+        web = self.web
+        ready = {c.port for c in web if c.ready}
+        down = frozenset(c.port for c in web if not c.ready and c.port is not None) if ready else frozenset()
+        if down == self.nginx_down:
+            return
+        self.render_nginx(down)
+        nginx = self.children.get("nginx")
+        if nginx is not None and nginx.pid is not None:
+            os.kill(nginx.pid, signal.SIGHUP)  # graceful reload: open connections stay
+            self.reloads += 1
+            names = ", ".join(c.name for c in web if c.port in down) or "none"
+            self.say(f"nginx reloaded; instances marked down: {names}")
+        self.write_state()
+
+    async def _watch_readiness(self) -> None:
+        while not self.stopping.is_set():
+            for child in self.web:
+                if child.port is not None:
+                    child.ready = child.pid is not None and await http_status(child.port, "/readyz") == 200
+            await self._apply_readiness()
+            self.write_state()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), READY_POLL)
+
+    # -- supervision ------------------------------------------------------------------
+
+    def say(self, text: str) -> None:
+        sys.stdout.write(f"{'fleet':<9}| {text}\n")
+        sys.stdout.flush()
+
+    def write_state(self) -> None:
+        state = {
+            "supervisor_pid": os.getpid(),
+            "ready": self.ready,
+            "failed": self.failed,
+            "lb_url": self.lb_url,
+            "redis_url": self.redis_url,
+            "ui_url": self.ui_url if self.with_ui else None,
+            "nginx_reloads": self.reloads,
+            "nginx_down": sorted(self.nginx_down),
+            "processes": {
+                name: {"pid": c.pid, "port": c.port, "starts": c.starts, "ready": c.ready, "exits": c.exits}
+                for name, c in self.children.items()
+            },
+        }
+        tmp = self.state_dir / "fleet.json.tmp"
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self.state_dir / "fleet.json")
+
+    async def _supervise(self, child: Child) -> None:
+        """Run ``child`` until the fleet stops, restarting it whenever it exits."""
+        crashes = 0
+        while not self.stopping.is_set():
+            await child.start()
+            assert child.proc is not None
+            self.write_state()
+            pump = asyncio.create_task(child.pump(child.proc))
+            code = await child.proc.wait()
+            await pump
+            child.ready = False
+            child.exits.append(code)
+            self.write_state()
+            if self.stopping.is_set() or not child.restart:
+                return
+            crashes = crashes + 1 if time.monotonic() - child.started_at < CRASH_LOOP_SECONDS else 0
+            if crashes >= CRASH_LOOP_LIMIT:
+                self.failed = f"{child.name} keeps exiting (last code {code}); see {child.log_path}"
+                self.say(self.failed)
+                self.stopping.set()
+                return
+            self.say(f"{child.name} exited with {code}; restarting")
+            await asyncio.sleep(RESTART_DELAY)
+
+    async def _launch(self, child: Child) -> None:
+        self.children[child.name] = child
+        self.tasks.append(asyncio.create_task(self._supervise(child)))
+        await wait_until(lambda: _started(child), 10, f"{child.name} to start")
+
+    async def _expect_up(self, check: Any, timeout: float, child: Child, what: str) -> None:
+        async def up() -> bool:
+            if self.failed or (child.proc is not None and child.proc.returncode is not None and child.starts > 0):
+                raise RuntimeError(f"{child.name} exited while starting; see {child.log_path}")
+            return bool(await check())
+
+        await wait_until(up, timeout, what)
+
+    async def start(self) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        redis = self._redis()
+        await self._launch(redis)
+        await self._expect_up(lambda: redis_answers(self.ports.redis), 15, redis, "redis-server")
+        for index, port in enumerate(self.ports.web, start=1):
+            web = self._web(index, port)
+            await self._launch(web)
+        for web in self.web:
+            await self._expect_up(lambda w=web: _is_ready(w), 40, web, f"{web.name} /readyz")
+        nginx = self._nginx()
+        await self._launch(nginx)
+        await self._expect_up(lambda: _answers(self.ports.lb), 15, nginx, "nginx")
+        self.tasks.append(asyncio.create_task(self._watch_readiness()))
+        if self.with_worker:
+            await self._launch(self._worker())
+        if self.with_ui:
+            ui = self._ui()
+            await self._launch(ui)
+            # `reflex run --env prod` builds the frontend first (about 10 s, longer when cold).
+            await self._expect_up(lambda: _answers(self.ports.ui, "/"), 300, ui, "the Reflex UI")
+        self.ready = True
+        self.write_state()
+        where = f"open {self.ui_url}  (load balancer {self.lb_url})" if self.with_ui else f"load balancer {self.lb_url}"
+        self.say(f"fleet ready: {where}; Ctrl-C stops everything")
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        order = ["ui", "worker", "nginx", *[c.name for c in self.web], "redis"]
+        for name in order:
+            child = self.children.get(name)
+            if child is not None:
+                await child.stop()
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.ready = False
+        self.write_state()
+        self.say("fleet stopped")
+
+
+async def _started(child: Child) -> bool:
+    return child.starts > 0
+
+
+async def _is_ready(child: Child) -> bool:
+    if child.port is None:
+        return False
+    child.ready = await http_status(child.port, "/readyz") == 200
+    return child.ready
+
+
+async def _answers(port: int, path: str = "/healthz") -> bool:
+    return await http_status(port, path, timeout=2.0) is not None
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    env = os.environ.get
+    p = argparse.ArgumentParser(prog="scripts/fleet.sh", description=__doc__.split("\n\n")[0])
+    p.add_argument("--state-dir", default=env("FLEET_STATE_DIR", str(ROOT / "data" / "fleet")))
+    p.add_argument("--instances", type=int, default=int(env("FLEET_INSTANCES", "3")))
+    p.add_argument("--lb-port", type=int, default=int(env("FLEET_PORT", "8080")), help="nginx (0: any free port)")
+    p.add_argument("--redis-port", type=int, default=int(env("FLEET_REDIS_PORT", "6390")))
+    p.add_argument(
+        "--web-port", type=int, default=int(env("FLEET_WEB_PORT", "8001")), help="first instance; the next ones follow"
+    )
+    p.add_argument("--ui-port", type=int, default=int(env("FLEET_UI_PORT", "3000")))
+    p.add_argument("--no-ui", action="store_true", help="skip the Reflex UI")
+    p.add_argument("--no-worker", action="store_true", help="skip the mention worker")
+    return p.parse_args(argv)
+
+
+def choose_ports(args: argparse.Namespace) -> Ports:
+    """0 means any free port; a fixed port that is taken stops here with a clear message."""
+
+    def pick(port: int, what: str) -> int:
+        if port == 0:
+            return free_port()
+        check_port_free(port, what)
+        return port
+
+    web = [pick(0 if args.web_port == 0 else args.web_port + i, f"web.{i + 1}") for i in range(args.instances)]
+    ui = pick(args.ui_port, "the UI") if not args.no_ui else args.ui_port
+    return Ports(lb=pick(args.lb_port, "nginx"), redis=pick(args.redis_port, "redis"), web=web, ui=ui)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.instances < 1:
+        raise SystemExit("--instances must be at least 1")
+    state_dir = Path(args.state_dir).resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    return asyncio.run(serve(Fleet(state_dir, choose_ports(args), worker=not args.no_worker, ui=not args.no_ui)))
+
+
+async def serve(fleet: Fleet) -> int:
+    """Start ``fleet`` and keep it running until SIGINT/SIGTERM, or until it fails."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, fleet.stopping.set)
+    try:
+        starting = asyncio.create_task(fleet.start())
+        stopped = asyncio.create_task(fleet.stopping.wait())
+        await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done() and starting.exception() is not None:
+            fleet.failed = str(starting.exception())
+            fleet.say(f"could not start: {fleet.failed}")
+        elif not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await starting
+        else:
+            await stopped
+    finally:
+        await fleet.stop()
+    return 1 if fleet.failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
