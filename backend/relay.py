@@ -133,12 +133,15 @@ class Relay:
         rooms = self.tracked()
         if not rooms:
             return
+        asked_at = [self._last[room] for room in rooms]
         newest = await self._store.last_seqs(rooms)
-        for room, seq in zip(rooms, newest, strict=True):
+        for room, seq, before in zip(rooms, newest, asked_at, strict=True):
             last = self._last.get(room)
             if last is None:
                 continue
-            if seq < last:  # history was lost (Redis flushed): start over
+            # Compare with what was delivered before asking: messages relayed
+            # while the read was in flight make ``seq < last`` without any loss.
+            if seq < before:  # history was lost (Redis flushed): start over
                 log.warning("relay: %s went back from seq %d to %d; history was reset", room, last, seq)
                 self._last[room] = seq
                 self._held.pop(room, None)

@@ -74,7 +74,7 @@ def examples(default: int) -> int:
 
 def log_problems(log: str) -> list[str]:
     """Lines of a backend log that say something went wrong inside it."""
-    bad = re.compile(r"Traceback|exception|\bERROR\b|CRITICAL", re.I)
+    bad = re.compile(r"Traceback|[Ee]xception|\bERROR\b|\bCRITICAL\b")
     return [line for line in log.splitlines() if bad.search(line)]
 
 
