@@ -362,6 +362,8 @@ class TargetSpec:
         if self.kind == "fleetchat":
             env["CHAT_RATE"] = "100000"
             env["CHAT_RATE_BURST"] = "100000"
+            # every load-generator connection comes from 127.0.0.1: lift the per-address connect limit
+            env["CHAT_CONNECTS_PER_MINUTE"] = "0"
             return (python_server(self.server, "backend.app:asgi", port, self.extra), ROOT, env)
         if self.kind == "node":
             return ([node, "server.js", *self.extra], NODE_PEER_DIR, env)
