@@ -28,6 +28,10 @@ def backend_urls() -> list[str]:
     return urls or [DEFAULT_BACKEND_URL]
 
 
+def _ignore_ack(*_ack: Any) -> None:
+    """The protocol acks every event; some acks change nothing."""
+
+
 class LinkDown(Exception):
     """The connection is gone (or never came up); the listener reconnects."""
 
@@ -44,6 +48,8 @@ class BackendLink:
         self.url = ""
         self.client: socketio.AsyncClient | None = None
         self.http: aiohttp.ClientSession | None = None
+        # Set when the connected client drops: calls waiting for an ack give up at once.
+        self.down = asyncio.Event()
 
     def _new_client(self) -> socketio.AsyncClient:
         client = socketio.AsyncClient(reconnection=False, handle_sigint=False)
@@ -60,6 +66,8 @@ class BackendLink:
 
         async def on_disconnect(*_reason: Any) -> None:
             # Tagged with the client: a late notice from a replaced client is ignored.
+            if client is self.client:
+                self.down.set()
             inbox.put_nowait(("down", client))
 
         client.on("disconnect", on_disconnect)
@@ -92,15 +100,33 @@ class BackendLink:
             return url
         raise LinkDown("; ".join(reasons))
 
+    async def tell(self, event: str, data: dict[str, Any]) -> None:
+        """Emit an event whose ack nobody waits for (typing notices)."""
+        if self.client is None or not self.client.connected or self.down.is_set():
+            raise LinkDown("not connected")
+        try:
+            await self.client.emit(event, data, callback=_ignore_ack)
+        except socketio.exceptions.BadNamespaceError as exc:
+            raise LinkDown(f"{event}: {exc!r}") from exc
+
     def owns(self, client: Any) -> bool:
         return client is self.client
 
     async def call(self, event: str, data: dict[str, Any]) -> dict[str, Any]:
-        """Emit an event and wait for its ack; LinkDown when the link fails."""
-        if self.client is None or not self.client.connected:
+        """Emit an event and wait for its ack; LinkDown when the link fails first."""
+        if self.client is None or not self.client.connected or self.down.is_set():
             raise LinkDown("not connected")
+        call = asyncio.ensure_future(self.client.call(event, data, timeout=CALL_TIMEOUT))
+        down = asyncio.ensure_future(self.down.wait())
         try:
-            ack = await self.client.call(event, data, timeout=CALL_TIMEOUT)
+            await asyncio.wait({call, down}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (call, down):
+                task.cancel()
+        if not call.done() or call.cancelled():
+            raise LinkDown(f"{event}: connection lost while waiting for the ack")
+        try:
+            ack = call.result()
         except (socketio.exceptions.TimeoutError, socketio.exceptions.BadNamespaceError) as exc:
             raise LinkDown(f"{event}: {exc!r}") from exc
         if not isinstance(ack, dict):

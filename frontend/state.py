@@ -570,8 +570,8 @@ class ChatState(rx.State):
         typing_now = conn.keyed_at and now - conn.keyed_at < TYPING_IDLE and conn.keyed_room in conn.in_rooms
         wanted = conn.keyed_room if typing_now else ""
         if conn.typing_room and conn.typing_room != wanted:
-            await link.call("typing", {"room": conn.typing_room, "typing": False})
+            await link.tell("typing", {"room": conn.typing_room, "typing": False})
             conn.typing_room = ""
         if wanted and not conn.typing_room:
-            await link.call("typing", {"room": wanted, "typing": True})
+            await link.tell("typing", {"room": wanted, "typing": True})
             conn.typing_room = wanted

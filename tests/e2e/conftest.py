@@ -120,16 +120,18 @@ def stop_process_group(process: subprocess.Popen, grace: float = 10.0) -> None:
 class ChatBackend:
     """One embedded-mode backend process that a test can restart on the same port and DB."""
 
-    def __init__(self, workdir: Path, ui_origins: list[str]):
+    def __init__(self, workdir: Path, ui_origins: list[str], name: str = "backend", redis_url: str = ""):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = workdir / "backend.log"
+        self.log_path = workdir / f"{name}.log"
         self.env = tools_env()
         self.env.update(
             PORT=str(self.port),
-            CHAT_DB_PATH=str(workdir / "chat.db"),
+            CHAT_DB_PATH=str(workdir / f"{name}.db"),
             CHAT_CORS_ORIGINS=",".join(ui_origins),
         )
+        if redis_url:
+            self.env["REDIS_URL"] = redis_url
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -229,6 +231,10 @@ class TcpGate:
         except OSError:
             writer.transport.abort()
             return
+        if not self._open:  # cut while this connection was being set up
+            writer.transport.abort()
+            up_writer.transport.abort()
+            return
         self._writers.update((writer, up_writer))
 
         async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
@@ -256,6 +262,16 @@ class TcpGate:
         self._loop.call_soon_threadsafe(run)
         done.wait(5)
 
+    def retarget(self, port: int) -> None:
+        """Forward to another port from now on (connections to the old one are cut)."""
+
+        def retarget() -> None:
+            self.target_port = port
+
+        self.cut()
+        self._call(retarget)
+        self.restore()
+
     def cut(self) -> None:
         def cut() -> None:
             self._open = False
@@ -278,10 +294,24 @@ class TcpGate:
         self._thread.join(5)
 
 
+# What `reflex run` needs of the project; the session runs it from a copy, so its
+# build (.web/, with this run's port baked in) never touches the working tree's,
+# and each xdist worker that gets e2e tests has a stack of its own.
+APP_FILES = ["rxconfig.py", "frontend", "assets", "reflex.lock"]
+
+
 class ReflexApp:
     """`reflex run --env prod`: the app compiled and built once, frontend and backend on one port."""
 
     def __init__(self, workdir: Path, port: int, chat_backend_url: str):
+        self.root = workdir / "ui"
+        self.root.mkdir()
+        for name in APP_FILES:
+            source = ROOT / name
+            if source.is_dir():
+                shutil.copytree(source, self.root / name, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy2(source, self.root / name)
         self.port = port
         self.url = f"http://localhost:{self.port}"
         self.log_path = workdir / "reflex.log"
@@ -294,7 +324,7 @@ class ReflexApp:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
         self.process = subprocess.Popen(
             [sys.executable, "-m", "reflex", "run", "--env", "prod"],
-            cwd=ROOT,
+            cwd=self.root,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -337,15 +367,17 @@ def chat_backend(e2e_workdir: Path, ui_port: int) -> Iterator[ChatBackend]:
 
 
 @pytest.fixture(scope="session")
-def gate(chat_backend: ChatBackend) -> Iterator[TcpGate]:
-    gate = TcpGate(chat_backend.port)
-    yield gate
-    gate.close()
+def gates(chat_backend: ChatBackend) -> Iterator[list[TcpGate]]:
+    """Two ways to the backend: the UI's CHAT_BACKEND_URL lists both, to fail over in turn."""
+    gates = [TcpGate(chat_backend.port), TcpGate(chat_backend.port)]
+    yield gates
+    for gate in gates:
+        gate.close()
 
 
 @pytest.fixture(scope="session")
-def reflex_app(e2e_workdir: Path, ui_port: int, gate: TcpGate) -> Iterator[ReflexApp]:
-    app = ReflexApp(e2e_workdir, ui_port, gate.url)
+def reflex_app(e2e_workdir: Path, ui_port: int, gates: list[TcpGate]) -> Iterator[ReflexApp]:
+    app = ReflexApp(e2e_workdir, ui_port, ",".join(gate.url for gate in gates))
     yield app
     app.stop()
 
@@ -364,8 +396,11 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def context(browser: Any, reflex_app: ReflexApp, gate: TcpGate) -> Iterator[Any]:
-    gate.restore()
+def context(browser: Any, reflex_app: ReflexApp, gates: list[TcpGate], chat_backend: ChatBackend) -> Iterator[Any]:
+    for gate in gates:
+        if gate.target_port != chat_backend.port:
+            gate.retarget(chat_backend.port)
+        gate.restore()
     context = browser.new_context(base_url=reflex_app.url, viewport={"width": 1100, "height": 720})
     context.set_default_timeout(15_000)
     yield context

@@ -53,7 +53,11 @@ async def post_as(backend_url: str, name: str, room: str, lines: list[str]) -> N
         ack = await client.call("join", {"room": room}, timeout=10)
         assert ack["ok"], ack
         for line in lines:
-            ack = await client.call("message", {"room": room, "text": line, "client_id": uuid.uuid4().hex}, timeout=10)
+            request = {"room": room, "text": line, "client_id": uuid.uuid4().hex}
+            ack = await client.call("message", request, timeout=10)
+            while ack.get("error") == "rate_limited":  # a polite client waits and resends
+                await asyncio.sleep(0.1)
+                ack = await client.call("message", request, timeout=10)
             assert ack["ok"], ack
     finally:
         await client.disconnect()
@@ -141,6 +145,21 @@ def test_markup_renders_as_text(open_tab: Callable[..., Any]) -> None:
     expect(alice.locator("#member-list .member", has_text="<i>mallory</i>")).to_have_count(1)
 
 
+def test_history_on_join_and_load_older(open_tab: Callable[..., Any], chat_backend: ChatBackend) -> None:
+    room = fresh_room()
+    history = [f"old message {i:02d}" for i in range(56)]
+    run_async(post_as(chat_backend.url, "dora", room, history))
+
+    alice = open_tab("alice")
+    enter_room(alice, room)
+    expect(alice.locator(".msg-text")).to_have_count(50)
+    assert texts(alice) == history[6:]
+    alice.click("#load-older")
+    expect(alice.locator(".msg-text")).to_have_count(56)
+    assert texts(alice) == history
+    expect(alice.locator("#load-older")).to_have_count(0)
+
+
 def test_phone_width_layout(browser: Any, reflex_app: ReflexApp, artifacts_dir: Path) -> None:
     room = fresh_room()
     context = browser.new_context(base_url=reflex_app.url, viewport={"width": 390, "height": 760})
@@ -167,7 +186,7 @@ def test_phone_width_layout(browser: Any, reflex_app: ReflexApp, artifacts_dir: 
 
 
 def test_backend_restart_missed_messages_appear_once(
-    open_tab: Callable[..., Any], chat_backend: ChatBackend, gate: TcpGate
+    open_tab: Callable[..., Any], chat_backend: ChatBackend, gates: list[TcpGate]
 ) -> None:
     room = fresh_room()
     alice, bob = open_tab("alice"), open_tab("bob")
@@ -176,8 +195,9 @@ def test_backend_restart_missed_messages_appear_once(
     send(bob, "before the restart")
     expect(alice.locator(".msg-text", has_text=exactly("before the restart"))).to_have_count(1)
 
-    # The backend dies and comes back; the UI cannot reach it until the gate opens.
-    gate.cut()
+    # The backend dies and comes back; the UI cannot reach it until the gates open.
+    for gate in gates:
+        gate.cut()
     chat_backend.kill()
     for page in (alice, bob):
         expect(page.locator("#conn-badge")).to_have_attribute("data-status", re.compile("reconnecting|offline"))
@@ -186,7 +206,8 @@ def test_backend_restart_missed_messages_appear_once(
     chat_backend.start()
     missed = [f"missed message {i}" for i in range(5)]
     run_async(post_as(chat_backend.url, "carol", room, missed))
-    gate.restore()
+    for gate in gates:
+        gate.restore()
 
     for page in (alice, bob):
         expect(page.locator("#conn-badge")).to_have_attribute("data-status", "connected", timeout=20_000)
@@ -202,6 +223,52 @@ def test_backend_restart_missed_messages_appear_once(
         assert shown[0] == "before the restart" and shown[-1] == "after the restart"
     expect(alice.locator(".msg.msg-own", has_text="typed while offline")).not_to_contain_text("sending…")
     assert stored_texts(chat_backend, room).count("typed while offline") == 1
+
+
+def test_fleet_failover_to_the_next_backend(
+    open_tab: Callable[..., Any], gates: list[TcpGate], redis_server: Any, e2e_workdir: Path, ui_port: int
+) -> None:
+    """Two fleet instances over Redis; the tab's instance dies and it fails over to the next URL."""
+    origins = [f"http://localhost:{ui_port}"]
+    first = ChatBackend(e2e_workdir, origins, name="fleet-a", redis_url=redis_server.url)
+    second = ChatBackend(e2e_workdir, origins, name="fleet-b", redis_url=redis_server.url)
+    first.start()
+    second.start()
+    try:
+        gates[0].retarget(first.port)
+        gates[1].retarget(second.port)
+        room = fresh_room()
+        alice, bob = open_tab("alice"), open_tab("bob")
+        enter_room(alice, room)
+        enter_room(bob, room)
+        for page in (alice, bob):
+            expect(page.locator("#conn-badge")).to_have_attribute("title", gates[0].url)
+        send(alice, "on the first instance")
+        expect(bob.locator(".msg-text", has_text=exactly("on the first instance"))).to_have_count(1)
+
+        # The first instance dies; while nobody can reach the second, others keep talking on it.
+        gates[1].cut()
+        gates[0].cut()
+        first.kill()
+        expect(alice.locator("#conn-badge")).not_to_have_attribute("data-status", "connected")
+        send(alice, "sent during the failover")
+        missed = [f"said on the second instance {i}" for i in range(3)]
+        run_async(post_as(second.url, "carol", room, missed))
+        gates[1].restore()
+
+        for page in (alice, bob):
+            expect(page.locator("#conn-badge")).to_have_attribute("data-status", "connected", timeout=20_000)
+            expect(page.locator("#conn-badge")).to_have_attribute("title", gates[1].url)
+        send(bob, "on the second instance")
+        expected = ["on the first instance", *missed, "sent during the failover", "on the second instance"]
+        for page in (alice, bob):
+            expect(page.locator(".msg-text", has_text=exactly("on the second instance"))).to_have_count(1)
+            shown = texts(page)
+            assert sorted(shown) == sorted(expected), shown
+            assert shown[0] == "on the first instance" and shown[-1] == "on the second instance"
+    finally:
+        first.stop()
+        second.stop()
 
 
 def test_twenty_tabs_leave_no_connections(context: Any, chat_backend: ChatBackend) -> None:
