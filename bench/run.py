@@ -360,8 +360,12 @@ class TargetSpec:
         env["PORT"] = str(port)
         env["PYTHONUNBUFFERED"] = "1"
         if self.kind == "fleetchat":
+            # the bench is one client address opening thousands of sockets at full speed: lift the
+            # abuse limits (per-connection message rate, connects per address, connections per instance)
             env["CHAT_RATE"] = "100000"
             env["CHAT_RATE_BURST"] = "100000"
+            env["CHAT_CONNECTS_PER_MINUTE"] = "0"
+            env["CHAT_MAX_CONNECTIONS"] = "1000000"
             # every load-generator connection comes from 127.0.0.1: lift the per-address connect limit
             env["CHAT_CONNECTS_PER_MINUTE"] = "0"
             return (python_server(self.server, "backend.app:asgi", port, self.extra), ROOT, env)
@@ -892,8 +896,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds through the finally blocks that stop every child
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     for s in scenarios:
