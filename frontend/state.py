@@ -443,7 +443,7 @@ class ChatState(rx.State):
             elif not conn.orphan_since:
                 conn.orphan_since = now
             elif now - conn.orphan_since > ORPHAN_AFTER:
-                logger.info("chat listener for a tab Reflex no longer knows stopped by itself")
+                logger.warning("chat listener for a tab Reflex no longer knows stopped by itself")
                 return
 
     def _on_server_event(self, event: str, data: Any, toasts: list[str], gaps: list[tuple[str, str, int]]) -> None:

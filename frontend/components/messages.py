@@ -57,6 +57,10 @@ def message_list() -> rx.Component:
                     align_self="center",
                 ),
             ),
+            rx.cond(
+                ChatState.lines.length() == 0,
+                rx.text("No messages here yet. Say hello!", id="empty-room", color_scheme="gray", align_self="center"),
+            ),
             rx.foreach(ChatState.lines, message_line),
             spacing="2",
             padding="12px",

@@ -271,6 +271,27 @@ def test_fleet_failover_to_the_next_backend(
         second.stop()
 
 
+def test_reload_restarts_the_tab_client_without_doubling(
+    open_tab: Callable[..., Any], chat_backend: ChatBackend
+) -> None:
+    wait_until(lambda: chat_backend.connected_sockets() == 0, 20, "earlier tests' sockets to close")
+    room = fresh_room()
+    alice = open_tab("alice")
+    enter_room(alice, room)
+    send(alice, "before the reloads")
+    expect(alice.locator(".msg-text")).to_have_text(["before the reloads"])
+    for _ in range(2):
+        alice.reload()
+        expect(alice.locator("#conn-badge")).to_have_attribute("data-status", "connected")
+    # Same tab, same user and rooms; one connection on the backend, nothing shown twice.
+    expect(alice.locator("#room-title")).to_have_text(f"# {room}")
+    wait_until(lambda: chat_backend.connected_sockets() == 1, 10, "one socket for the reloaded tab")
+    send(alice, "after the reloads")
+    expect(alice.locator(".msg-text")).to_have_text(["before the reloads", "after the reloads"])
+    assert chat_backend.connected_sockets() == 1
+    assert chat_backend.room_members(room) == 1
+
+
 def test_twenty_tabs_leave_no_connections(context: Any, chat_backend: ChatBackend) -> None:
     wait_until(lambda: chat_backend.connected_sockets() == 0, 20, "earlier tests' sockets to close")
     tabs = [context.new_page() for _ in range(20)]
