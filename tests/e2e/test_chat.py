@@ -122,8 +122,7 @@ def test_presence_and_typing_show_in_the_other_tab(open_tab: Callable[..., Any])
 def test_markup_renders_as_text(open_tab: Callable[..., Any]) -> None:
     room = fresh_room()
     payload = (
-        '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
-        "<b>bold</b> &amp; {{7*7}} " + "W" * 400
+        '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script><b>bold</b> &amp; {{7*7}} ' + "W" * 400
     )
     mallory = open_tab("<i>mallory</i>")
     enter_room(mallory, room)
