@@ -23,5 +23,8 @@ bench: ## side-by-side benchmark against Node socket.io and naive python-socketi
 	@scripts/bootstrap.sh python node apt:redis-server
 	@$(ENV) python -m bench.run
 
+fleet: ## Redis + 3 backends behind nginx + worker + UI (prod), like a deployment; Ctrl-C stops all
+	@scripts/fleet.sh
+
 clean:
 	rm -rf .web .states data/*.db* artifacts

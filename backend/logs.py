@@ -75,6 +75,10 @@ def configure(log_format: str = "text", level: str = "INFO") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # python-socketio and python-engineio attach a handler of their own unless their logger
+    # already has a level; with one set here, their records reach the handler above only.
+    for name in ("socketio.server", "engineio.server", "socketio.client", "engineio.client"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     # hypercorn installs its own handlers before it imports the app: give them our format too.
     for name in ("hypercorn.error", "hypercorn.access"):
         for existing in logging.getLogger(name).handlers:

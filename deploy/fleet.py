@@ -263,7 +263,7 @@ class Fleet:
         env = {**self._base_env(), "CHAT_BACKEND_URL": self.lb_url}
         env.pop("REDIS_URL", None)  # the UI talks to the chat through the load balancer only
         env.update(REFLEX_FRONTEND_PORT=str(self.ports.ui), REFLEX_BACKEND_PORT=str(self.ports.ui))
-        argv = [sys.executable, "-m", "reflex", "run", "--env", "prod"]
+        argv = [sys.executable, "-m", "reflex", "run", "--env", "prod", "--backend-host", "127.0.0.1"]
         return Child("ui", argv, env, self.logs / "ui.log", port=self.ports.ui)
 
     # -- nginx configuration ------------------------------------------------------
