@@ -29,7 +29,7 @@ def header() -> rx.Component:
         ),
         rx.text(ChatState.name, id="me", size="2", color_scheme="gray", class_name="room-title", max_width="30%"),
         connection_badge(),
-        rx.color_mode.button(size="2", variant="ghost"),
+        rx.color_mode.button(id="color-mode", size="2", variant="ghost"),
         align="center",
         spacing="3",
         padding="8px 12px",

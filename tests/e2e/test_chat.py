@@ -8,8 +8,10 @@ import re
 import urllib.parse
 import uuid
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import socketio
@@ -91,6 +93,12 @@ def test_two_tabs_exchange_messages_both_ways(open_tab: Callable[..., Any], arti
     alice.screenshot(path=artifacts_dir / "two-tabs-alice.png")
     bob.screenshot(path=artifacts_dir / "two-tabs-bob.png")
 
+    # Dark mode is one click away and keeps the chat readable.
+    dark_before = bob.evaluate("document.documentElement.classList.contains('dark')")
+    bob.click("#color-mode")
+    bob.wait_for_function(f"document.documentElement.classList.contains('dark') === {str(not dark_before).lower()}")
+    bob.screenshot(path=artifacts_dir / "two-tabs-bob-toggled-theme.png")
+
 
 def test_presence_and_typing_show_in_the_other_tab(open_tab: Callable[..., Any]) -> None:
     room = fresh_room()
@@ -161,7 +169,10 @@ def test_history_on_join_and_load_older(open_tab: Callable[..., Any], chat_backe
 
 def test_phone_width_layout(browser: Any, reflex_app: ReflexApp, artifacts_dir: Path) -> None:
     room = fresh_room()
-    context = browser.new_context(base_url=reflex_app.url, viewport={"width": 390, "height": 760})
+    # A phone in India: the page must show its local time (UTC+05:30), not the server's.
+    context = browser.new_context(
+        base_url=reflex_app.url, viewport={"width": 390, "height": 760}, timezone_id="Asia/Kolkata"
+    )
     try:
         page = context.new_page()
         page.goto("/")
@@ -177,6 +188,9 @@ def test_phone_width_layout(browser: Any, reflex_app: ReflexApp, artifacts_dir: 
         expect(page.locator("#room-title")).to_have_text(f"# {room}")
         send(page, "a long line from a phone " + "x" * 300)
         expect(page.locator(".msg-text", has_text="from a phone")).to_have_count(1)
+        local = datetime.now(ZoneInfo("Asia/Kolkata"))
+        minutes = {(local - timedelta(minutes=delta)).strftime("%H:%M") for delta in (0, 1)}
+        expect(page.locator(".msg-time")).to_have_text(re.compile("|".join(minutes)))
         assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
         expect(page.locator("#send-button")).to_be_in_viewport()
         page.screenshot(path=artifacts_dir / "phone.png")
