@@ -12,7 +12,7 @@ workers=${TEST_WORKERS:-2}
 common=(-p no:cacheprovider -q -rfE)
 
 echo "[test] unit, integration, fleet, security, deploy, bench smoke ($workers workers)"
-python -m pytest -n "$workers" --dist loadgroup --ignore=tests/e2e --junitxml=artifacts/junit-main.xml "${common[@]}" "$@"
+python -m pytest -n "$workers" --dist loadfile --ignore=tests/e2e --junitxml=artifacts/junit-main.xml "${common[@]}" "$@"
 main_status=$?
 
 echo "[test] browser (Reflex UI in Chromium)"
