@@ -28,6 +28,7 @@ from backend.jsonio import OrjsonModule
 from backend.metrics import Metrics
 from backend.notifier import LocalNotifier
 from backend.presence import MemoryPresence, Presence, RedisPresence
+from backend.server_tuning import decline_websocket_compression, remember_websocket_transports
 from backend.store import build_store
 from backend.store.redis import RedisStore, ensure_mention_group
 
@@ -161,5 +162,7 @@ async def _tolerate(awaitable: Any) -> None:
         log.warning("ignored during start/stop: %s", exc)
 
 
+decline_websocket_compression()
+remember_websocket_transports()
 logs.configure(get_settings().log_format, get_settings().log_level)
 asgi, app, chat = create_app()
