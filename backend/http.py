@@ -7,7 +7,6 @@ pydantic models that validate the requests.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -24,7 +23,7 @@ from werkzeug.exceptions import HTTPException
 from backend import origins
 from backend.auth import bearer_user
 from backend.chat import Chat, anonymous_user
-from backend.limits import TokenBucket
+from backend.limits import KeyedBuckets
 from backend.models import ChatError, HttpPostMessage, JoinRequest, MessageId, parse
 
 api = Blueprint("api", __name__)
@@ -93,21 +92,6 @@ def _room(room: str) -> str:
     return parse(JoinRequest, {"room": room}).room
 
 
-class _AddressLimits:
-    """Token buckets per client address for HTTP posts, bounded in memory."""
-
-    def __init__(self, rate: float, burst: int, size: int = 10_000) -> None:
-        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
-        self._rate, self._burst, self._size = rate, burst, size
-
-    def take(self, key: str) -> bool:
-        bucket = self._buckets.pop(key, None) or TokenBucket(self._rate, self._burst)
-        self._buckets[key] = bucket
-        if len(self._buckets) > self._size:
-            self._buckets.popitem(last=False)
-        return bucket.take()
-
-
 @api.get("/healthz")
 @validate_response(StatusOut)
 async def healthz() -> StatusOut:
@@ -161,7 +145,7 @@ async def post_message(room: str, data: HttpPostMessage) -> tuple[PostedOut, int
         if data.name is None:
             raise ChatError("bad_request", "name is required", 400)
         user = anonymous_user(data.name)
-    limits: _AddressLimits = current_app.extensions["fleetchat_http_limits"]
+    limits: KeyedBuckets = current_app.extensions["fleetchat_http_limits"]
     if not limits.take(request.remote_addr or "unknown"):
         raise ChatError("rate_limited", "too many posts from this address", 429)
     if await chat._store_call(chat.store.room_info(name, create=False)) is None:
@@ -183,7 +167,7 @@ def _error(code: str, detail: str, status: int) -> tuple[dict[str, Any], int]:
 
 def install(app: Quart, chat: Chat) -> None:
     app.extensions["fleetchat"] = chat
-    app.extensions["fleetchat_http_limits"] = _AddressLimits(chat.settings.rate, chat.settings.rate_burst)
+    app.extensions["fleetchat_http_limits"] = KeyedBuckets(chat.settings.rate, chat.settings.rate_burst)
     app.register_blueprint(api)
     origins.install(app, chat.settings)
 
