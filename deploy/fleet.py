@@ -90,6 +90,22 @@ async def http_status(port: int, path: str, timeout: float = 1.0) -> int | None:
             await writer.wait_closed()
 
 
+async def http_body(port: int, path: str, timeout: float = 1.0) -> bytes | None:
+    """The stripped body of ``GET path`` on 127.0.0.1:port, or None."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
+    except (TimeoutError, OSError):
+        return None
+    try:
+        writer.write(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        response = await asyncio.wait_for(reader.read(), timeout)  # HTTP/1.0: read to the close
+        return response.partition(b"\r\n\r\n")[2].strip()
+    except (TimeoutError, OSError):
+        return None
+    finally:
+        writer.close()
+
+
 async def redis_answers(port: int) -> bool:
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1.0)
@@ -194,6 +210,7 @@ class Fleet:
         self.ready = False
         self.nginx_down: frozenset[int] = frozenset()
         self.reloads = 0
+        self.generation = 0
 
     # -- paths and urls ---------------------------------------------------------
 
@@ -273,13 +290,15 @@ class Fleet:
             f"        server 127.0.0.1:{port} max_fails=1 fail_timeout=3s{' down' if port in down else ''};"
             for port in self.ports.web
         )
+        self.generation += 1
         text = TEMPLATE.read_text()
-        for key, value in {"prefix": str(self.nginx_dir), "port": str(self.ports.lb), "servers": servers}.items():
+        values = {"prefix": str(self.nginx_dir), "port": str(self.ports.lb), "servers": servers}
+        values["generation"] = str(self.generation)
+        for key, value in values.items():
             text = text.replace("{{" + key + "}}", value)
         tmp = self.nginx_dir / "nginx.conf.tmp"
         tmp.write_text(text)
         tmp.replace(self.nginx_dir / "nginx.conf")
-        self.nginx_down = down
 
     async def _apply_readiness(self) -> None:
         """Mark not-ready instances down in nginx, unless none is ready (then a
@@ -294,9 +313,23 @@ class Fleet:
         if nginx is not None and nginx.pid is not None:
             os.kill(nginx.pid, signal.SIGHUP)  # graceful reload: open connections stay
             self.reloads += 1
+            await self._await_generation()
             names = ", ".join(c.name for c in web if c.port in down) or "none"
             self.say(f"nginx reloaded; instances marked down: {names}")
+        self.nginx_down = down
         self.write_state()
+
+    async def _await_generation(self) -> None:
+        """Until nginx's new workers answer (several times in a row: for a moment
+        the old workers still accept too), bounded by a few seconds."""
+        wanted = str(self.generation).encode()
+        in_a_row = 0
+        for _ in range(100):
+            in_a_row = in_a_row + 1 if await http_body(self.ports.lb, "/fleet-config-generation") == wanted else 0
+            if in_a_row >= 3:
+                return
+            await asyncio.sleep(0.05)
+        self.say(f"nginx did not pick up configuration {self.generation} within 5 s")
 
     async def _watch_readiness(self) -> None:
         while not self.stopping.is_set():

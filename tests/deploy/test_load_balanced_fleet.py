@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import time
+import urllib.request
 import uuid
 from typing import Any
 
@@ -194,3 +195,32 @@ async def test_rolling_restart_under_traffic_loses_nothing(local_fleet: LocalFle
     finally:
         for client in clients:
             await client.close()
+
+
+async def test_an_instance_that_stops_answering_readyz_is_taken_out_of_nginx(local_fleet: LocalFleet):
+    """A hung instance still accepts TCP connections (the kernel does), so nginx's
+    passive checks would not notice it; the supervisor's /readyz check does."""
+    fleet = local_fleet
+    await async_wait_for(fleet.all_web_ready, timeout=60, what="all instances ready")
+    name, hung = sorted(fleet.web().items())[1]
+    os.kill(hung["pid"], signal.SIGSTOP)
+    try:
+        await async_wait_for(
+            lambda: fleet.state()["nginx_down"] == [hung["port"]], timeout=30, what=f"{name} marked down in nginx"
+        )
+        upstreams = set()
+        for _ in range(12):
+            status, _body, headers = await asyncio.to_thread(get_with_headers, f"{fleet.lb_url}/api/rooms")
+            assert status == 200
+            upstreams.add(headers["X-Upstream"])
+        assert f"127.0.0.1:{hung['port']}" not in upstreams
+        assert len(upstreams) == len(fleet.web()) - 1, upstreams
+    finally:
+        os.kill(hung["pid"], signal.SIGCONT)
+    await async_wait_for(lambda: fleet.state()["nginx_down"] == [], timeout=30, what=f"{name} back in nginx")
+    await async_wait_for(fleet.all_web_ready, timeout=30, what="all instances ready again")
+
+
+def get_with_headers(url: str) -> tuple[int, bytes, dict[str, str]]:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return resp.status, resp.read(), dict(resp.headers)
