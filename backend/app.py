@@ -29,6 +29,7 @@ from backend.metrics import Metrics
 from backend.notifier import LocalNotifier
 from backend.presence import MemoryPresence, Presence, RedisPresence
 from backend.server_tuning import decline_websocket_compression, remember_websocket_transports
+from backend.shutdown import Drain
 from backend.store import build_store
 from backend.store.redis import RedisStore, ensure_mention_group
 
@@ -75,8 +76,12 @@ def create_app(settings: Settings | None = None) -> tuple[Any, Quart, Chat]:
     tasks: list[asyncio.Task[None]] = []
     notifier = LocalNotifier(chat) if not fleet else None
 
+    drain = Drain(sio)
+    app.extensions["fleetchat_drain"] = drain
+
     @app.before_serving
     async def start() -> None:
+        drain.install()
         await store.open()
         await _tolerate(store.room_info(settings.default_room))
         if fleet:

@@ -105,6 +105,9 @@ async def healthz() -> StatusOut:
 async def readyz() -> tuple[StatusOut, int]:
     """The store and the message bus answer; 503 otherwise."""
     chat = _chat()
+    drain = current_app.extensions.get("fleetchat_drain")
+    if drain is not None and drain.draining:
+        return StatusOut(ok=False, detail="draining: this instance is shutting down"), 503
     if not await chat.store.ping():
         return StatusOut(ok=False, detail="store unavailable"), 503
     bus_ping = current_app.extensions.get("fleetchat_bus_ping")

@@ -129,7 +129,14 @@ class RedisServer:
 class Backend:
     """One ``hypercorn backend.app:asgi`` process on a free port."""
 
-    def __init__(self, env: dict[str, str] | None = None, port: int | None = None, db_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        db_dir: str | None = None,
+        graceful_timeout: float = 3,
+    ) -> None:
+        self.graceful_timeout = graceful_timeout
         self.port = port or free_port()
         self.db_dir = db_dir or tempfile.mkdtemp(prefix="fc-db-")
         self.env = {
@@ -157,7 +164,7 @@ class Backend:
                 "--bind",
                 f"127.0.0.1:{self.port}",
                 "--graceful-timeout",
-                "3",
+                str(self.graceful_timeout),
                 "--workers",
                 "0",  # serve in this process, so SIGKILL really kills the instance
                 "--worker-class",

@@ -1,0 +1,52 @@
+"""SIGTERM: hand this instance's clients to the rest of the fleet at once.
+
+hypercorn's own SIGTERM handling stops accepting and then waits out its
+graceful timeout while websockets stay open, so clients would only move after
+the timeout. Here SIGTERM first marks the instance as draining (``/readyz``
+answers 503, so a load balancer stops sending new clients), closes every
+websocket with a normal close frame (socket.io clients see a transport close
+and reconnect, to another instance behind the balancer), and then asks
+hypercorn for its usual graceful shutdown with SIGINT, which now has nothing
+left to wait for.
+
+This applies when hypercorn serves in its own process (``--workers 0``, as
+the Procfile does); with worker subprocesses the parent owns the signals and
+hypercorn's default behaviour stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class Drain:
+    def __init__(self, server: Any) -> None:
+        self._server = server
+        self.draining = False
+
+    def install(self) -> bool:
+        """Take over SIGTERM for this event loop; False where that is not possible."""
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self.begin)
+        except (NotImplementedError, RuntimeError, ValueError):
+            return False
+        return True
+
+    def begin(self) -> None:
+        if self.draining:
+            return
+        self.draining = True
+        sockets = list(self._server.eio.sockets.values())
+        log.info("SIGTERM: draining, closing %d sockets so their clients reconnect elsewhere", len(sockets))
+        for sock in sockets:
+            # None wakes the socket's writer, which closes the websocket normally.
+            with contextlib.suppress(Exception):
+                sock.queue.put_nowait(None)
+        asyncio.get_running_loop().call_later(0.2, os.kill, os.getpid(), signal.SIGINT)
