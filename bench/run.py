@@ -909,8 +909,8 @@ def main(argv: list[str] | None = None) -> int:
         if s not in ALL_SCENARIOS:
             raise SystemExit(f"unknown scenario {s!r}; choose from {ALL_SCENARIOS}")
     skipped = [
-        "(d) browser tab to browser tab through the Reflex frontend: not part of this driver "
-        "(it needs the Reflex UI and a browser)",
+        "(d) browser tab to browser tab through the Reflex frontend: not part of this driver; "
+        "run `python -m bench.browser_latency` (Reflex UI + Chromium, writes bench/results/browser-<timestamp>.json)",
     ]
     specs: list[TargetSpec] = []
     for entry in targets:

@@ -1,0 +1,301 @@
+"""Scenario (d) of the benchmark: browser tab to browser tab through the Reflex UI.
+
+Starts one embedded-mode chat backend and the Reflex UI built in prod mode
+(the e2e harness's `ChatBackend` and `ReflexApp`, so the UI runs exactly as the
+browser tests run it), opens two tabs of Debian's Chromium as two users in one
+room, then sends messages one at a time: the text is typed in tab A, Enter is
+pressed, and the next message waits until this one is in tab B's DOM.
+
+Latency is measured in the browser: a capturing `keydown` listener in tab A
+stamps the Enter, a `MutationObserver` in tab B stamps the first DOM mutation
+after which the text is in B's message list. Both stamps are
+`performance.timeOrigin + performance.now()` (wall-clock based, sub-millisecond),
+comparable between the two tabs of one browser. Python only waits for the
+result; its polling does not enter the figure.
+
+    .venv/bin/python -m bench.browser_latency            # 50 messages
+    .venv/bin/python -m bench.browser_latency --smoke    # 5 messages
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.conftest import CHROMIUM_FLAGS, ChatBackend, ReflexApp, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+# The chat backend's abuse limits (10 messages/s per connection by default) must
+# not pace a sender that fires the next message as soon as the last one arrived.
+BACKEND_ENV = {"CHAT_RATE": "100000", "CHAT_RATE_BURST": "100000", "CHAT_CONNECTS_PER_MINUTE": "0"}
+
+# Tab A: stamp the Enter that submits the composer.
+SENDER_JS = """() => {
+  if (window.__benchEnterHooked) return;
+  window.__benchEnterHooked = true;
+  window.__benchEnterAt = null;
+  document.addEventListener('keydown', (event) => {
+    if (event.key === 'Enter' && event.target && event.target.id === 'message-input') {
+      window.__benchEnterAt = performance.timeOrigin + performance.now();
+    }
+  }, true);
+}"""
+
+# Tab B: stamp the first mutation after which the awaited text is a message in the list.
+RECEIVER_JS = """() => {
+  if (window.__benchSeen) return;
+  window.__benchSeen = {};
+  window.__benchPending = null;
+  const scan = () => {
+    const now = performance.timeOrigin + performance.now();
+    const pending = window.__benchPending;
+    if (pending === null || window.__benchSeen[pending] !== undefined) return;
+    const shown = document.querySelectorAll('#messages .msg-text');
+    for (let i = shown.length - 1; i >= 0; i--) {
+      if (shown[i].textContent === pending) { window.__benchSeen[pending] = now; return; }
+    }
+  };
+  new MutationObserver(scan).observe(document.body, {childList: true, subtree: true, characterData: true});
+}"""
+
+
+def log(msg: str) -> None:
+    print(f"[browser {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100) of the values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * q // 100))  # ceil without floats drifting
+    return ordered[int(rank) - 1]
+
+
+def summarize(latencies: list[float]) -> dict[str, float | None]:
+    if not latencies:
+        return {"median_ms": None, "p90_ms": None, "max_ms": None, "min_ms": None, "mean_ms": None}
+    ordered = sorted(latencies)
+    middle = len(ordered) // 2
+    median = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+    return {
+        "median_ms": round(median, 2),
+        "p90_ms": round(percentile(ordered, 90), 2),
+        "max_ms": round(ordered[-1], 2),
+        "min_ms": round(ordered[0], 2),
+        "mean_ms": round(sum(ordered) / len(ordered), 2),
+    }
+
+
+def machine_info(chromium: str) -> dict[str, Any]:
+    cpu, mem_gib = "unknown", None
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    mem_gib = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+
+    def version(name: str) -> str | None:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    browser = subprocess.run([chromium, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "mem_gib": mem_gib,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "chromium": browser,
+        "reflex": version("reflex"),
+        "python_socketio": version("python-socketio"),
+        "hypercorn": version("hypercorn"),
+        "playwright": version("playwright"),
+    }
+
+
+def open_tab(context: Any, name: str, room: str) -> Any:
+    """A tab signed in as `name`, connected, in `room` (the e2e tests' open_tab + enter_room)."""
+    page = context.new_page()
+    page.goto("/")
+    page.fill("#name-input", name)
+    page.click("#name-submit")
+    page.wait_for_selector("#conn-badge[data-status=connected]")
+    page.fill("#new-room-input", room)
+    page.click("#new-room-submit")
+    page.wait_for_function("room => document.querySelector('#room-title')?.textContent === '# ' + room", arg=room)
+    return page
+
+
+def exchange(sender: Any, receiver: Any, text: str, timeout_ms: float) -> float:
+    """Type `text` in the sender tab, press Enter, wait until it is in the receiver's DOM; the latency in ms."""
+    receiver.evaluate("text => { window.__benchPending = text; }", text)
+    sender.fill("#message-input", text)
+    sender.evaluate("() => { window.__benchEnterAt = null; }")
+    sender.press("#message-input", "Enter")
+    receiver.wait_for_function(
+        "text => window.__benchSeen[text] !== undefined", arg=text, polling=5, timeout=timeout_ms
+    )
+    sent_at = sender.evaluate("() => window.__benchEnterAt")
+    seen_at = receiver.evaluate("text => window.__benchSeen[text]", text)
+    if sent_at is None:
+        raise RuntimeError(f"tab A never saw the Enter for {text!r}")
+    return seen_at - sent_at
+
+
+def measure(args: argparse.Namespace, ui_url: str, chromium: str) -> dict[str, Any]:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import sync_playwright
+
+    room = f"bench-{uuid.uuid4().hex[:8]}"
+    tag = uuid.uuid4().hex[:6]
+    latencies: list[float] = []
+    missing: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        try:
+            context = browser.new_context(base_url=ui_url, viewport={"width": 1100, "height": 720})
+            context.set_default_timeout(30_000)
+            alice = open_tab(context, "alice", room)
+            bob = open_tab(context, "bob", room)
+            bob.wait_for_function("() => document.querySelectorAll('#member-list .member').length === 2")
+            alice.wait_for_function("() => document.querySelectorAll('#member-list .member').length === 2")
+            alice.evaluate(SENDER_JS)
+            bob.evaluate(RECEIVER_JS)
+            visibility = {
+                "sender": alice.evaluate("() => document.visibilityState"),
+                "receiver": bob.evaluate("() => document.visibilityState"),
+            }
+            for i in range(args.warmup):
+                exchange(alice, bob, f"warm-up {tag} {i}", args.timeout * 1000)
+            log(f"{args.warmup} warm-up messages done; measuring {args.messages}")
+            for i in range(args.messages):
+                text = f"bench {tag} message {i:03d}"
+                try:
+                    latencies.append(exchange(alice, bob, text, args.timeout * 1000))
+                except PlaywrightTimeout:
+                    missing.append(text)
+                    log(f"{text!r} did not reach tab B within {args.timeout}s")
+            shown = bob.locator("#messages .msg-text").all_inner_texts()
+            arrived_in_b = sum(1 for i in range(args.messages) if f"bench {tag} message {i:03d}" in shown)
+            context.close()
+        finally:
+            browser.close()
+    return {
+        "room": room,
+        "visibility": visibility,
+        "latencies_ms": [round(v, 3) for v in latencies],
+        "sent": args.messages,
+        "arrived": len(latencies),
+        "shown_in_receiver_at_end": arrived_in_b,
+        "missing": missing,
+    }
+
+
+def table(report: dict[str, Any]) -> str:
+    s = report["summary"]
+
+    def fmt(value: float | None) -> str:
+        return "—" if value is None else f"{value:.1f}"
+
+    return "\n".join(
+        [
+            "| scenario | messages | arrived | median ms | p90 ms | max ms | min ms |",
+            "|---|---|---|---|---|---|---|",
+            f"| (d) Reflex tab to tab | {report['result']['sent']} | {report['result']['arrived']} | "
+            f"{fmt(s['median_ms'])} | {fmt(s['p90_ms'])} | {fmt(s['max_ms'])} | {fmt(s['min_ms'])} |",
+        ]
+    )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.browser_latency",
+        description="Scenario (d): latency from Enter in one Reflex tab to the text in another tab's DOM.",
+    )
+    parser.add_argument("--messages", type=int, default=50, help="messages measured (default 50)")
+    parser.add_argument("--warmup", type=int, default=3, help="unmeasured messages sent first (default 3)")
+    parser.add_argument("--timeout", type=float, default=15.0, help="seconds one message may take to arrive")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS, help="where browser-<timestamp>.json goes")
+    parser.add_argument("--smoke", action="store_true", help="5 messages, 1 warm-up")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.messages, args.warmup = 5, 1
+    if args.messages < 1 or args.warmup < 0:
+        parser.error("--messages must be at least 1 and --warmup not negative")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        raise SystemExit("no `chromium` on PATH: apt-get install -y chromium (never `playwright install`)")
+    started = dt.datetime.now(dt.UTC)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    with tempfile.TemporaryDirectory(prefix="fleetchat-browser-bench-") as tmp:
+        workdir = Path(tmp)
+        ui_port = free_port()
+        backend = ChatBackend(workdir, [f"http://localhost:{ui_port}", f"http://127.0.0.1:{ui_port}"])
+        backend.env.update(BACKEND_ENV)
+        app: ReflexApp | None = None
+        try:
+            backend.start()
+            log(f"chat backend on {backend.url}; building and starting the Reflex UI (prod) on port {ui_port}")
+            app = ReflexApp(workdir, ui_port, backend.url)
+            log(f"Reflex UI up on {app.url} after {app.startup_seconds:.0f}s")
+            result = measure(args, app.url, chromium)
+        finally:
+            if app is not None:
+                app.stop()
+            backend.stop()
+    report = {
+        "scenario": "browser_tab_to_tab",
+        "date": started.strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine_info(chromium),
+        "params": {
+            "messages": args.messages,
+            "warmup": args.warmup,
+            "timeout_s": args.timeout,
+            "smoke": args.smoke,
+            "backend": "embedded (hypercorn backend.app:asgi, SQLite)",
+            "ui": "reflex run --env prod",
+            "backend_env": BACKEND_ENV,
+        },
+        "ui_startup_s": round(app.startup_seconds, 1),
+        "result": result,
+        "summary": summarize(result["latencies_ms"]),
+    }
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    out = args.out_dir / f"browser-{stamp}.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(table(report))
+    log(f"wrote {out}")
+    if result["missing"] or result["arrived"] != args.messages:
+        log(f"{len(result['missing'])} of {args.messages} messages never reached tab B")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
