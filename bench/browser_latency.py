@@ -163,53 +163,60 @@ def exchange(sender: Any, receiver: Any, text: str, timeout_ms: float) -> float:
     return seen_at - sent_at
 
 
-def measure(args: argparse.Namespace, ui_url: str, chromium: str) -> dict[str, Any]:
+def run_exchanges(context: Any, messages: int, warmup: int, timeout_s: float) -> dict[str, Any]:
+    """Two tabs of one browser context, one room: ``messages`` timed sends from A to B."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
-    from playwright.sync_api import sync_playwright
 
     room = f"bench-{uuid.uuid4().hex[:8]}"
     tag = uuid.uuid4().hex[:6]
     latencies: list[float] = []
     missing: list[str] = []
+    alice = open_tab(context, "alice", room)
+    bob = open_tab(context, "bob", room)
+    bob.wait_for_function("() => document.querySelectorAll('#member-list .member').length === 2")
+    alice.wait_for_function("() => document.querySelectorAll('#member-list .member').length === 2")
+    alice.evaluate(SENDER_JS)
+    bob.evaluate(RECEIVER_JS)
+    visibility = {
+        "sender": alice.evaluate("() => document.visibilityState"),
+        "receiver": bob.evaluate("() => document.visibilityState"),
+    }
+    for i in range(warmup):
+        exchange(alice, bob, f"warm-up {tag} {i}", timeout_s * 1000)
+    log(f"{warmup} warm-up messages done; measuring {messages}")
+    for i in range(messages):
+        text = f"bench {tag} message {i:03d}"
+        try:
+            latencies.append(exchange(alice, bob, text, timeout_s * 1000))
+        except PlaywrightTimeout:
+            missing.append(text)
+            log(f"{text!r} did not reach tab B within {timeout_s}s")
+    shown = bob.locator("#messages .msg-text").all_inner_texts()
+    arrived_in_b = sum(1 for i in range(messages) if f"bench {tag} message {i:03d}" in shown)
+    return {
+        "room": room,
+        "visibility": visibility,
+        "latencies_ms": [round(v, 3) for v in latencies],
+        "sent": messages,
+        "arrived": len(latencies),
+        "shown_in_receiver_at_end": arrived_in_b,
+        "missing": missing,
+    }
+
+
+def measure(args: argparse.Namespace, ui_url: str, chromium: str) -> dict[str, Any]:
+    from playwright.sync_api import sync_playwright
+
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
         try:
             context = browser.new_context(base_url=ui_url, viewport={"width": 1100, "height": 720})
             context.set_default_timeout(30_000)
-            alice = open_tab(context, "alice", room)
-            bob = open_tab(context, "bob", room)
-            bob.wait_for_function("() => document.querySelectorAll('#member-list .member').length === 2")
-            alice.wait_for_function("() => document.querySelectorAll('#member-list .member').length === 2")
-            alice.evaluate(SENDER_JS)
-            bob.evaluate(RECEIVER_JS)
-            visibility = {
-                "sender": alice.evaluate("() => document.visibilityState"),
-                "receiver": bob.evaluate("() => document.visibilityState"),
-            }
-            for i in range(args.warmup):
-                exchange(alice, bob, f"warm-up {tag} {i}", args.timeout * 1000)
-            log(f"{args.warmup} warm-up messages done; measuring {args.messages}")
-            for i in range(args.messages):
-                text = f"bench {tag} message {i:03d}"
-                try:
-                    latencies.append(exchange(alice, bob, text, args.timeout * 1000))
-                except PlaywrightTimeout:
-                    missing.append(text)
-                    log(f"{text!r} did not reach tab B within {args.timeout}s")
-            shown = bob.locator("#messages .msg-text").all_inner_texts()
-            arrived_in_b = sum(1 for i in range(args.messages) if f"bench {tag} message {i:03d}" in shown)
+            result = run_exchanges(context, args.messages, args.warmup, args.timeout)
             context.close()
         finally:
             browser.close()
-    return {
-        "room": room,
-        "visibility": visibility,
-        "latencies_ms": [round(v, 3) for v in latencies],
-        "sent": args.messages,
-        "arrived": len(latencies),
-        "shown_in_receiver_at_end": arrived_in_b,
-        "missing": missing,
-    }
+    return result
 
 
 def table(report: dict[str, Any]) -> str:
