@@ -24,6 +24,8 @@ from backend.store.base import Message
 
 bridge = Blueprint("bridge", __name__)
 
+GOING_AWAY = "\x00going-away"
+"""Queued by the drain on SIGTERM: close with 1001 so the client reconnects elsewhere."""
 QUEUE_LIMIT = 1000
 """A bridge client this many messages behind is disconnected, not buffered forever."""
 
@@ -63,6 +65,13 @@ async def ws_bridge() -> None:
             outbox._queue.clear()  # type: ignore[attr-defined]  # too slow: drop and hang up
             outbox.put_nowait(None)
 
+    def going_away() -> None:
+        outbox._queue.clear()  # type: ignore[attr-defined]
+        outbox.put_nowait(GOING_AWAY)
+
+    drain = current_app.extensions.get("fleetchat_drain")
+    if drain is not None:
+        drain.bridge_closers[sid] = going_away
     try:
         try:
             history = await chat.bridge_join(sid, conn, room, on_message)
@@ -80,15 +89,20 @@ async def ws_bridge() -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
     finally:
+        if drain is not None:
+            drain.bridge_closers.pop(sid, None)
         if room in conn.rooms:
             await chat.bridge_leave(sid, conn, room, on_message)
         await chat.close_connection(sid)
 
 
 async def _write(outbox: asyncio.Queue[str | None]) -> None:
-    while (frame := await outbox.get()) is not None:
+    while (frame := await outbox.get()) is not None and frame is not GOING_AWAY:
         await websocket.send(frame)
-    await websocket.close(1008, "too slow: fell too far behind")
+    if frame is GOING_AWAY:
+        await websocket.close(1001, "server shutting down: reconnect")
+    else:
+        await websocket.close(1008, "too slow: fell too far behind")
 
 
 async def _read(chat: Chat, conn: Connection, room: str) -> None:

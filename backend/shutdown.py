@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,9 @@ class Drain:
     def __init__(self, server: Any) -> None:
         self._server = server
         self.draining = False
+        self.bridge_closers: dict[str, Callable[[], None]] = {}
+        """Open /ws bridge connections: each closer makes its socket close with 1001."""
+        self._closer: asyncio.Task[None] | None = None
 
     def install(self) -> bool:
         """Take over SIGTERM for this event loop; False where that is not possible."""
@@ -43,10 +47,25 @@ class Drain:
         if self.draining:
             return
         self.draining = True
-        sockets = list(self._server.eio.sockets.values())
-        log.info("SIGTERM: draining, closing %d sockets so their clients reconnect elsewhere", len(sockets))
+        log.info("SIGTERM: draining, closing %d sockets so their clients reconnect elsewhere", self._close_all())
+        self._closer = asyncio.get_running_loop().create_task(self._keep_closing())
+        asyncio.get_running_loop().call_later(0.2, os.kill, os.getpid(), signal.SIGINT)
+
+    def _close_all(self) -> int:
+        sockets = [s for s in self._server.eio.sockets.values() if not s.closed]
         for sock in sockets:
             # None wakes the socket's writer, which closes the websocket normally.
             with contextlib.suppress(Exception):
                 sock.queue.put_nowait(None)
-        asyncio.get_running_loop().call_later(0.2, os.kill, os.getpid(), signal.SIGINT)
+        bridges = list(self.bridge_closers.values())
+        self.bridge_closers.clear()
+        for close in bridges:
+            close()
+        return len(sockets) + len(bridges)
+
+    async def _keep_closing(self) -> None:
+        """Connections accepted just before hypercorn stops listening are closed too,
+        so its graceful shutdown never waits on a client."""
+        while True:
+            await asyncio.sleep(0.1)
+            self._close_all()

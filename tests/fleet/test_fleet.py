@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 import socketio
+import websockets
 
 from tests.fleet.conftest import FLEET_ENV
 from tests.support import ChatClient, async_wait_for, http_get
@@ -218,8 +219,13 @@ async def test_sigterm_hands_clients_to_another_instance_without_waiting_out_the
     await client.connect(a.url, auth={"name": "mover"}, transports=["websocket"])
     assert (await client.call("join", {"room": r}))["ok"]
     client.connection_url = b.url
+    bare = await websockets.connect(a.url.replace("http", "ws") + f"/ws?room={r}&name=bare")
     a.proc.send_signal(signal.SIGTERM)
     await async_wait_for(lambda: reasons, timeout=30, what="the drained instance to close the socket")
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        while True:
+            await asyncio.wait_for(bare.recv(), 30)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001, "the bridge says: going away"
     # a transport-level close (not "io server disconnect"), so the client reconnects by itself
     assert reasons[0] in {"transport close", "transport error"}, reasons
     assert a.proc.wait(30) == 0, "exits cleanly, long before its 60 s grace period"
