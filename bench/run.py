@@ -161,6 +161,20 @@ def rss_kb(pid: int) -> int:
     return total
 
 
+def git_commit() -> str | None:
+    """The measured tree's commit, with '+dirty' when backend/ or bench/ has uncommitted changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "backend", "bench"], cwd=ROOT, capture_output=True, text=True
+        )
+    except OSError:
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def cpu_busy(seconds: float = 1.0) -> float:
     """Fraction of all CPUs busy over `seconds` (from /proc/stat)."""
 
@@ -751,8 +765,9 @@ def markdown(report: dict) -> str:
     m = report["machine"]
     p = report["params"]
     summ = report["summary"]
+    commit = f" at commit {report['commit']}" if report.get("commit") else ""
     lines = [
-        f"Run {report['date']} on {m['cpu']}, {m['cores']} cores, {m['mem_gib']} GiB; "
+        f"Run {report['date']}{commit} on {m['cpu']}, {m['cores']} cores, {m['mem_gib']} GiB; "
         f"Python {m['python']}, Node {m['node']}, Redis {m['redis']}; "
         f"medians of {p['rounds']} alternating rounds; load generator ({p['loadgen_workers']} worker process(es)), "
         "Redis and both instances of each target share the machine.",
@@ -790,6 +805,30 @@ def markdown(report: dict) -> str:
                 f"| {report['labels'][other]} | {fmt(r['saturation_deliveries'], -3)} | {fmt(r['fanout_p99'], -3)} | "
                 f"{fmt(r['idle_held'], -3)} | {fmt(r['kb_per_conn'], -3)} |"
             )
+    per_round = []
+    for t in summ:
+
+        def values(scn: str, key: str, digits: int, t: str = t) -> str:
+            vals = [
+                r["result"].get(key) if r.get("result") else None
+                for r in report["runs"]
+                if r["target"] == t and r["scenario"] == scn
+            ]
+            return ", ".join(fmt(v, digits) for v in vals if v is not None) or "—"
+
+        per_round.append(
+            f"| {report['labels'][t]} | {values('fanout', 'p99_ms', 1)} | {values('saturation', 'deliveries_per_s', 0)}"
+            f" | {values('idle', 'held', 0)} |"
+        )
+    if p["rounds"] > 1:
+        lines += [
+            "",
+            "Each round's value, in run order (the spread shows how much the shared machine moved):",
+            "",
+            "| target | fan-out p99 ms | saturation deliveries/s | idle conns held |",
+            "|---|---|---|---|",
+            *per_round,
+        ]
     lines += [
         "",
         f"Parameters: fan-out {p['fanout_clients']} clients, {p['fanout_senders']} senders x {p['fanout_rate']} msg/s, "
@@ -884,6 +923,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--quiet-wait", type=float, default=60, help="longest wait for a quiet machine, seconds")
     ap.add_argument("--out-dir", type=Path, default=BENCH / "results")
     ap.add_argument("--update-readme", action="store_true", help="write the table into bench/README.md")
+    ap.add_argument("--render", type=Path, metavar="JSON", help="only print the table of an earlier run's report")
     ap.add_argument("--smoke", action="store_true", help="tiny parameters for a quick end-to-end check")
     args = ap.parse_args(argv)
     if args.smoke:
@@ -903,6 +943,12 @@ def _terminate(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
+    if args.render:
+        table = markdown(json.loads(args.render.read_text()))
+        if args.update_readme:
+            update_readme(table)
+        print(table)
+        return 0
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     for s in scenarios:
@@ -978,6 +1024,7 @@ def main(argv: list[str] | None = None) -> int:
     base = fleetchats[0] if fleetchats else "node" if "node" in names else names[0]
     report = {
         "date": started.strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": git_commit(),
         "machine": machine,
         "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "targets": names,
