@@ -380,8 +380,6 @@ class TargetSpec:
             env["CHAT_RATE_BURST"] = "100000"
             env["CHAT_CONNECTS_PER_MINUTE"] = "0"
             env["CHAT_MAX_CONNECTIONS"] = "1000000"
-            # every load-generator connection comes from 127.0.0.1: lift the per-address connect limit
-            env["CHAT_CONNECTS_PER_MINUTE"] = "0"
             return (python_server(self.server, "backend.app:asgi", port, self.extra), ROOT, env)
         if self.kind == "node":
             return ([node, "server.js", *self.extra], NODE_PEER_DIR, env)
