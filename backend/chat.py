@@ -230,7 +230,10 @@ class Chat:
         message = result.message
         if result.created:
             self.metrics.messages_in.inc()
-            await self.sio.emit("message", message, room=room)
+            if result.announced:  # the store published it to the fleet: deliver here ourselves
+                self.relay.accept(message)
+            else:
+                await self.sio.emit("message", message, room=room)
             if self.notify_local is not None:
                 self.notify_local(message)
         else:

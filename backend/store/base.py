@@ -33,6 +33,8 @@ class AppendResult:
     message: Message
     created: bool
     """False when ``client_id`` was seen before: ``message`` is the first one."""
+    announced: bool = False
+    """True when the store already published the message to the other instances."""
 
 
 @dataclass(frozen=True, slots=True)
