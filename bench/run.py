@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import fcntl
 import importlib.metadata
 import json
 import os
@@ -89,21 +90,46 @@ def find_npm() -> str:
     return npm
 
 
+def npm_deps_match(directory: Path) -> bool:
+    """Whether node_modules holds every package of the lockfile at its locked version."""
+    try:
+        lock = json.loads((directory / "package-lock.json").read_text())
+    except (OSError, ValueError):
+        return False
+    for path, meta in lock.get("packages", {}).items():
+        if not path or meta.get("link") or meta.get("optional") or meta.get("dev"):
+            continue
+        try:
+            installed = json.loads((directory / path / "package.json").read_text())
+        except (OSError, ValueError):
+            return False
+        if installed.get("version") != meta.get("version"):
+            return False
+    return True
+
+
 def ensure_npm_deps(directory: Path, timeout: float = 600) -> None:
-    """Install a package's node_modules from its lockfile when missing or stale."""
-    lock = directory / "package-lock.json"
-    marker = directory / "node_modules" / ".package-lock.json"
-    if marker.exists() and marker.stat().st_mtime >= lock.stat().st_mtime:
+    """Install a package's node_modules from its lockfile (npm ci) unless it already matches it."""
+    if npm_deps_match(directory):
         return
-    npm = find_npm()
-    log(f"installing npm packages in {directory.relative_to(ROOT)} (npm ci)")
-    base = ["--no-audit", "--no-fund", "--loglevel=error"]
-    proc = subprocess.run([npm, "ci", *base], cwd=directory, capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        log(f"npm ci failed ({proc.stderr.strip()[-300:]}); trying npm install")
-        proc = subprocess.run([npm, "install", *base], cwd=directory, capture_output=True, text=True, timeout=timeout)
-        if proc.returncode != 0:
-            raise BenchError(f"npm install failed in {directory}: {proc.stderr.strip()[-1000:]}")
+    with open(directory / "package.json") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)  # one install at a time when several drivers start together
+        try:
+            if npm_deps_match(directory):
+                return
+            npm = find_npm()
+            log(f"installing npm packages in {directory.relative_to(ROOT)} (npm ci)")
+            base = ["--no-audit", "--no-fund", "--loglevel=error"]
+            proc = subprocess.run([npm, "ci", *base], cwd=directory, capture_output=True, text=True, timeout=timeout)
+            if proc.returncode != 0:
+                log(f"npm ci failed ({proc.stderr.strip()[-300:]}); trying npm install")
+                proc = subprocess.run(
+                    [npm, "install", *base], cwd=directory, capture_output=True, text=True, timeout=timeout
+                )
+            if proc.returncode != 0 or not npm_deps_match(directory):
+                raise BenchError(f"npm install failed in {directory}: {proc.stderr.strip()[-1000:]}")
+        finally:
+            fcntl.flock(guard, fcntl.LOCK_UN)
 
 
 def raise_nofile(want: int = 65536) -> int:
