@@ -28,7 +28,11 @@ from backend.jsonio import OrjsonModule
 from backend.metrics import Metrics
 from backend.notifier import LocalNotifier
 from backend.presence import MemoryPresence, Presence, RedisPresence
-from backend.server_tuning import decline_websocket_compression, remember_websocket_transports
+from backend.server_tuning import (
+    decline_websocket_compression,
+    remember_websocket_transports,
+    trim_idle_connection_memory,
+)
 from backend.shutdown import Drain
 from backend.store import build_store
 from backend.store.redis import RedisStore, ensure_mention_group
@@ -170,6 +174,7 @@ async def _tolerate(awaitable: Any) -> None:
 
 
 decline_websocket_compression()
+trim_idle_connection_memory()  # before remember_websocket_transports, which wraps its handler
 remember_websocket_transports()
 logs.configure(get_settings().log_format, get_settings().log_level)
 asgi, app, chat = create_app()
