@@ -30,6 +30,7 @@ from backend.notifier import LocalNotifier
 from backend.presence import MemoryPresence, Presence, RedisPresence
 from backend.server_tuning import (
     decline_websocket_compression,
+    quiet_garbage_collector,
     remember_websocket_transports,
     trim_idle_connection_memory,
 )
@@ -111,6 +112,7 @@ def create_app(settings: Settings | None = None) -> tuple[Any, Quart, Chat]:
         if notifier is not None:
             chat.notify_local = notifier.submit
             tasks.append(asyncio.create_task(notifier.run()))
+        quiet_garbage_collector()
         log.info("fleetchat instance %s ready (%s mode)", settings.instance_id, "fleet" if fleet else "embedded")
 
     @app.after_serving

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import gc
 import inspect
 import time
 from functools import partial
@@ -28,6 +29,23 @@ class DeclinedPerMessageDeflate(PerMessageDeflate):
 
     def accept(self, offer: Any) -> None:  # type: ignore[override]
         return None
+
+
+def quiet_garbage_collector(young_threshold: int = 20_000) -> None:
+    """Fewer, cheaper collections once the app has started.
+
+    Everything allocated by start-up (modules, the app, its routes) lives as
+    long as the process: ``gc.freeze()`` moves it out of the collector's
+    sight, so full collections no longer walk it. A larger young-generation
+    threshold (the default is 700 allocations) makes collections rarer on a
+    hot path that allocates a few objects per delivery and frees them at once.
+    Measured on the fan-out scenario: p99 delivery latency about 17 -> 9 ms
+    (bench/README.md, "Levers").
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(young_threshold, middle, old)
 
 
 def decline_websocket_compression() -> None:
