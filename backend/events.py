@@ -24,7 +24,9 @@ Action = Callable[[str, Any], Awaitable[dict[str, Any]]]
 
 def register(sio: socketio.AsyncServer, chat: Chat) -> None:
     @sio.event
-    async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+    async def connect(sid: str, environ: Any = None, auth: Any = None, *extra: Any) -> Any:
+        if sid in chat.connections or not isinstance(environ, dict) or extra:
+            return _reserved("connect")  # an event a client emitted, not a new connection
         try:
             await chat.admit(_address(chat, environ))
             user = authenticate(chat.settings, auth)
@@ -35,8 +37,46 @@ def register(sio: socketio.AsyncServer, chat: Chat) -> None:
         await sio.enter_room(sid, chat.mention_room_of(user))
 
     @sio.event
-    async def disconnect(sid: str, reason: Any = None) -> None:
+    async def disconnect(sid: str, reason: Any = None, *extra: Any) -> Any:
+        if sio.manager.is_connected(sid, "/"):
+            return _reserved("disconnect")  # emitted by a client that is still connected
         await chat.close_connection(sid)
+        return None
+
+    def _reserved(name: str) -> dict[str, Any]:
+        chat.metrics.refused.labels("unknown_event").inc()
+        return {"ok": False, "error": "unknown_event", "detail": f"{name!r} is reserved and cannot be emitted"}
+
+    dispatch_event = sio._handle_event
+
+    async def checked_event(eio_sid: str, namespace: str, id: Any, data: Any) -> Any:
+        # python-socketio looks the name up in a dict in a background task:
+        # a name that is not a string would raise there, out of our reach.
+        if not isinstance(data, list) or not data or not isinstance(data[0], str):
+            raise ValueError("an event is a list starting with its name")
+        return await dispatch_event(eio_sid, namespace, id, data)
+
+    sio._handle_event = checked_event
+    decode_and_dispatch = sio._handle_eio_message
+
+    async def guarded(eio_sid: str, data: Any) -> None:
+        # python-socketio raises out of here on a packet that does not parse as
+        # Socket.IO (and engine.io logs a traceback per packet). Drop such a
+        # client instead, as the reference socket.io server does on a parse error.
+        sock = sio.eio.sockets.get(eio_sid)
+        if sock is None or sock.closed:
+            return  # sent after we closed it, before its WebSocket went away
+        try:
+            await decode_and_dispatch(eio_sid, data)
+        except Exception as exc:
+            chat.metrics.connections_refused.labels("malformed_packet").inc()
+            log.warning("dropping a connection that sent a malformed packet (%s: %.80s)", type(exc).__name__, exc)
+            await sio.eio.disconnect(eio_sid)
+            # engine.io then waits for the client to hang up; a hostile one
+            # never does. None ends the socket's writer, which closes the WebSocket.
+            sock.queue.put_nowait(None)
+
+    sio.eio.on("message", guarded)
 
     def handler(action: Action) -> Callable[..., Awaitable[dict[str, Any]]]:
         async def handle(sid: str, *args: Any) -> dict[str, Any]:

@@ -14,6 +14,8 @@ from pydantic import BaseModel, Field
 from quart import Blueprint, Quart, Response, current_app, request
 from quart_schema import (
     RequestSchemaValidationError,
+    document_response,
+    hide,
     validate_querystring,
     validate_request,
     validate_response,
@@ -118,6 +120,7 @@ async def readyz() -> tuple[StatusOut, int]:
 
 @api.get("/api/rooms")
 @validate_response(RoomsOut)
+@document_response(ErrorOut, 503)
 async def list_rooms() -> RoomsOut:
     """Rooms with their member counts."""
     return RoomsOut(rooms=[RoomOut(**r) for r in await _chat().rooms()])
@@ -126,6 +129,9 @@ async def list_rooms() -> RoomsOut:
 @api.get("/api/rooms/<room>/messages")
 @validate_querystring(PageQuery)
 @validate_response(PageOut)
+@document_response(ErrorOut, 400)
+@document_response(ErrorOut, 404)
+@document_response(ErrorOut, 503)
 async def get_messages(room: str, query_args: PageQuery) -> PageOut:
     """A page of history, oldest first; ``before`` pages further back."""
     name = _room(room)
@@ -136,6 +142,13 @@ async def get_messages(room: str, query_args: PageQuery) -> PageOut:
 @api.post("/api/rooms/<room>/messages")
 @validate_request(HttpPostMessage)
 @validate_response(PostedOut, 201)
+@document_response(ErrorOut, 400)
+@document_response(ErrorOut, 401)
+@document_response(ErrorOut, 403)
+@document_response(ErrorOut, 404)
+@document_response(ErrorOut, 413)
+@document_response(ErrorOut, 429)
+@document_response(ErrorOut, 503)
 async def post_message(room: str, data: HttpPostMessage) -> tuple[PostedOut, int]:
     """Post a message over plain HTTP; it reaches every socket in the room.
 
@@ -158,6 +171,7 @@ async def post_message(room: str, data: HttpPostMessage) -> tuple[PostedOut, int
 
 
 @api.get("/metrics")
+@hide  # Prometheus text, not part of the JSON API
 async def metrics() -> Response:
     """Prometheus metrics of this instance."""
     registry = _chat().metrics.registry
@@ -183,7 +197,14 @@ def install(app: Quart, chat: Chat) -> None:
     async def schema_error(exc: RequestSchemaValidationError) -> tuple[dict[str, Any], int]:
         return _error("bad_request", str(exc.validation_error)[:500], 400)
 
+    @app.errorhandler(UnicodeDecodeError)
+    async def not_utf8(exc: UnicodeDecodeError) -> tuple[dict[str, Any], int]:
+        return _error("bad_request", "the body must be UTF-8 JSON", 400)
+
     @app.errorhandler(HTTPException)
-    async def http_error(exc: HTTPException) -> tuple[dict[str, Any], int]:
-        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.code or 400, "bad_request")
-        return _error(code, exc.description or exc.name, exc.code or 400)
+    async def http_error(exc: HTTPException) -> tuple[dict[str, Any], int, dict[str, str]]:
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 500: "internal"}
+        code = codes.get(exc.code or 400, "bad_request")
+        body, status = _error(code, exc.description or exc.name, exc.code or 400)
+        allow = getattr(exc, "valid_methods", None)
+        return body, status, ({"Allow": ", ".join(allow)} if allow else {})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -18,4 +19,10 @@ class OrjsonModule:
 
     @staticmethod
     def loads(data: str | bytes) -> Any:
-        return orjson.loads(data)
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            # What orjson refuses but Python's json (and so a python-socketio
+            # client) writes: NaN, Infinity, lone surrogates. Decode it so the
+            # sender gets a ``bad_request`` ack instead of silence.
+            return json.loads(data)

@@ -48,6 +48,11 @@ def _check_text(value: str) -> str:
         raise ValueError("text must not be empty")
     if "\x00" in value:
         raise ValueError("text must not contain NUL")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise ValueError("text must not contain lone surrogates") from None
     return value
 
 
@@ -96,11 +101,15 @@ class HistoryRequest(Payload):
     limit: int = Field(default=50, ge=1, le=500)
 
 
+TEXT_SCHEMA_PATTERN = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+"""What ``_check_text`` accepts, for the OpenAPI schema: some non-blank character, no NUL."""
+
+
 class HttpPostMessage(Payload):
     """Body of ``POST /api/rooms/<room>/messages``."""
 
     name: UserName | None = None
-    text: MessageText
+    text: MessageText = Field(json_schema_extra={"minLength": 1, "pattern": TEXT_SCHEMA_PATTERN})
     client_id: ClientId | None = None
 
 

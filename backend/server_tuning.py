@@ -282,7 +282,16 @@ def _lean_websocket_handler(upstream: Any) -> Any:
             if data is None or (data and len(data) > server.max_http_buffer_size):
                 break
             try:
-                await self.receive(packet.Packet(encoded_packet=data))
+                pkt = packet.Packet(encoded_packet=data)
+                if not 0 <= pkt.packet_type < len(packet.packet_names):
+                    raise ValueError(f"unknown packet type {pkt.packet_type}")
+            except Exception as exc:
+                # Not Engine.IO: a protocol error. Hang up (as socket.io's own
+                # server does) instead of logging a traceback per bad frame.
+                server.logger.warning("%s: closing on a malformed packet (%s)", self.sid, exc)
+                break
+            try:
+                await self.receive(pkt)
             except exceptions.UnknownPacketError:
                 pass
             except exceptions.SocketIsClosedError:

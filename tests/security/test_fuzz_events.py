@@ -1,0 +1,318 @@
+"""Property-based fuzzing of every Socket.IO event against a real backend.
+
+Each surface (join, leave, message, typing, history, unknown events, connect
+auth) gets ``FUZZ_EXAMPLES`` (2,000 by default) payloads of every JSON shape
+and size, sent from one long-lived connection. Whatever arrives: the sender
+gets an error ack and stays connected, nothing invalid reaches a well-behaved
+observer, no one else is disconnected, the backend logs no exception, and a
+well-behaved client keeps working afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import socketio
+import websockets
+from hypothesis import given
+from hypothesis import strategies as st
+
+from backend.auth import mint
+from tests.security.fuzzing import (
+    ERROR_CODES,
+    PAYLOADS,
+    LoopThread,
+    any_text,
+    args_for,
+    fuzz_settings,
+    invalid_broadcasts,
+    json_values,
+    near,
+)
+from tests.security.helpers import SECRET, examples, log_problems, record
+from tests.support import Backend
+
+pytestmark = [pytest.mark.xdist_group("fuzz"), pytest.mark.timeout(1200)]
+
+ENV = {"CHAT_RATE": "1000000", "CHAT_RATE_BURST": "1000000", "CHAT_CONNECTS_PER_MINUTE": "0"}
+PAYLOAD_LIMIT = 65_536  # CHAT_MAX_PAYLOAD_BYTES's default
+OBSERVED_ROOMS = ("fz-a", "fz-b", "general")
+CASES: Counter[str] = Counter()
+SECONDS: Counter[str] = Counter()
+
+
+class Arena:
+    """A backend, the fuzzing client and two well-behaved ones, on one loop."""
+
+    def __init__(self) -> None:
+        self.backend = Backend(env=ENV).start()
+        self.secured = Backend(env={**ENV, "CHAT_AUTH_SECRET": SECRET}).start()
+        self.lt = LoopThread()
+        self.observed: list[tuple[str, Any]] = []
+        self.disconnects: Counter[str] = Counter()
+        self.accepted: set[tuple[str, str]] = set()  # (room, id) of messages acked to the fuzzer
+        self.fuzzer: socketio.AsyncClient  # connected (and reconnected) by _fuzzer_in
+        self.oversized = 0  # packets over CHAT_MAX_PAYLOAD_BYTES: the server drops the fuzzer, which comes back
+        self.observer = self._client("observer", record=True)
+        self.bystander = self._client("bystander", record=False)
+        self.lt.run(self._setup())
+
+    def _client(self, name: str, record: bool) -> socketio.AsyncClient:
+        sio = socketio.AsyncClient(reconnection=False)
+        sio.on("disconnect", lambda *_: self.disconnects.update([name]))
+        if record:
+            sio.on("*", lambda event, data=None: self.observed.append((event, data)))
+        return sio
+
+    async def _setup(self) -> None:
+        for name, sio in (("observer", self.observer), ("bystander", self.bystander)):
+            await sio.connect(self.backend.url, auth={"name": name}, transports=["websocket"], wait_timeout=10)
+        for room in OBSERVED_ROOMS:
+            assert (await self.observer.call("join", {"room": room}))["ok"]
+        assert (await self.bystander.call("join", {"room": "fz-a"}))["ok"]
+        await self._fuzzer_in()
+
+    async def _fuzzer_in(self) -> None:
+        self.fuzzer = socketio.AsyncClient(reconnection=False)
+        await self.fuzzer.connect(self.backend.url, auth={"name": "fuzzer"}, transports=["websocket"], wait_timeout=10)
+        for room in OBSERVED_ROOMS:
+            assert (await self.fuzzer.call("join", {"room": room}))["ok"]
+
+    def emit(self, event: str, args: tuple[Any, ...]) -> Any:
+        # What python-socketio's client will write (stdlib json, ASCII escapes, "42<id>").
+        size = len(json.dumps([event, *args])) + 8
+        if size <= PAYLOAD_LIMIT:
+            try:
+                return self.lt.run(self.fuzzer.call(event, args, timeout=10), timeout=15)
+            except (socketio.exceptions.SocketIOError, TimeoutError) as exc:
+                raise AssertionError(f"{event} {args!r:.300} got no ack: {exc!r}") from None
+        # Over the packet limit: the server drops the sender (and only it), which comes back.
+        self.lt.run(self._oversized(event, args))
+        return None
+
+    async def _oversized(self, event: str, args: tuple[Any, ...]) -> None:
+        await self.fuzzer.emit(event, args)
+        for _ in range(250):
+            if not self.fuzzer.connected:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError(f"a {event} packet over the limit did not drop its sender")
+        self.oversized += 1
+        await self._fuzzer_in()
+
+    def close(self) -> None:
+        async def down() -> None:
+            for sio in (self.fuzzer, self.observer, self.bystander):
+                await sio.disconnect()
+
+        self.lt.run(down())
+        self.lt.stop()
+        self.backend.kill()
+        self.secured.kill()
+
+
+@pytest.fixture(scope="module")
+def arena() -> Iterator[Arena]:
+    a = Arena()
+    yield a
+    a.close()
+
+
+def check_ack(event: str, args: tuple[Any, ...], ack: Any, arena: Arena) -> None:
+    if ack is None:  # an oversized packet (see Arena.emit)
+        return
+    assert isinstance(ack, dict) and isinstance(ack.get("ok"), bool), ack
+    if ack["ok"]:
+        if event == "message":
+            arena.accepted.add((args[0]["room"].strip().lower(), ack["id"]))
+        return
+    assert ack["error"] in ERROR_CODES and isinstance(ack["detail"], str) and ack["detail"], ack
+
+
+def check_arena(arena: Arena) -> None:
+    assert not arena.disconnects, f"disconnected: {dict(arena.disconnects)}"
+    assert arena.fuzzer.connected and arena.observer.connected and arena.bystander.connected
+    users = {"anon:fuzzer", "anon:bystander"}
+    problems = invalid_broadcasts(list(arena.observed), users)
+    assert not problems, problems[:5]
+    problems = log_problems(arena.backend.log()) + log_problems(arena.secured.log())
+    assert not problems, problems[:5]
+
+
+def fuzz_event(arena: Arena, event: str, strategy: st.SearchStrategy[tuple[Any, ...]]) -> None:
+    started = time.monotonic()
+
+    @fuzz_settings()
+    @given(args=strategy)
+    def case(args: tuple[Any, ...]) -> None:
+        CASES[event] += 1
+        check_ack(event, args, arena.emit(event, args), arena)
+
+    case()
+    SECONDS[event] += time.monotonic() - started
+    check_arena(arena)
+    assert CASES[event] >= examples(2000)
+
+
+@pytest.mark.parametrize("event", sorted(PAYLOADS))
+def test_fuzz_each_event(arena, event):
+    fuzz_event(arena, event, args_for(event))
+    if event in ("join", "leave"):  # whatever the fuzzer did, put it back where the others can see it
+        for room in OBSERVED_ROOMS:
+            arena.lt.run(arena.fuzzer.call("join", {"room": room}))
+
+
+unknown_names = st.sampled_from(
+    ["connect", "disconnect", "connect_error", "*", "Message", "join ", "__proto__", "", "message\x00"]
+) | any_text.filter(lambda n: n not in PAYLOADS)
+
+
+def test_fuzz_unknown_and_reserved_events(arena):
+    fuzz_event(arena, "unknown", st.tuples(unknown_names, args_for("unknown")).map(lambda t: t))
+
+
+def test_fuzz_unknown_and_reserved_events_do_not_touch_state(arena):
+    # After "connect"/"disconnect" events from the client, the server still knows it.
+    for room in OBSERVED_ROOMS:
+        ack = arena.lt.run(arena.fuzzer.call("join", {"room": room}))
+        assert ack["ok"] and {"id": "anon:fuzzer", "name": "fuzzer"} in ack["members"]
+    ack = arena.lt.run(arena.fuzzer.call("message", {"room": "fz-a", "text": "state ok", "client_id": "state-ok"}))
+    assert ack["ok"], ack
+    arena.accepted.add(("fz-a", ack["id"]))
+
+
+# -- connect auth, over a raw Socket.IO session: one WebSocket, many CONNECTs --------
+
+auth_payloads = st.one_of(
+    json_values.map(lambda v: json.dumps(v)),
+    near({"name": any_text | json_values, "token": any_text | json_values}).map(lambda v: json.dumps(v)),
+    any_text,  # not even JSON
+)
+
+
+class RawSession:
+    """An Engine.IO WebSocket session on which CONNECT packets are tried one after another."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
+        self.ws: Any = None
+
+    async def open(self) -> None:
+        self.ws = await websockets.connect(self.url, max_size=None)
+        opening = await asyncio.wait_for(self.ws.recv(), 5)
+        assert opening.startswith("0{"), opening
+
+    async def try_auth(self, raw: str) -> str:
+        if self.ws is None:
+            await self.open()
+        await self.ws.send("40" + raw)
+        for _ in range(20):
+            frame = await asyncio.wait_for(self.ws.recv(), 5)
+            if frame == "2":
+                await self.ws.send("3")
+            elif frame.startswith("40"):
+                await self.ws.send("41")
+                return "connected"
+            elif frame.startswith("44/"):  # another namespace: python-socketio refuses it
+                assert frame.endswith('"Unable to connect"'), frame
+                return "refused_namespace"
+            elif frame.startswith("44"):
+                data = json.loads(frame[2:])
+                assert isinstance(data.get("message"), str) and data["message"], frame
+                assert data["data"]["error"] in ("unauthorized", "bad_request"), frame
+                return "refused"
+        raise AssertionError("no answer to CONNECT")
+
+
+def fuzz_connect(arena: Arena, target: Backend, label: str, strategy: st.SearchStrategy[str], n: int) -> Counter:
+    session = RawSession(target.url)
+    outcomes: Counter[str] = Counter()
+    started = time.monotonic()
+
+    @fuzz_settings(n)
+    @given(raw=strategy)
+    def case(raw: str) -> None:
+        CASES[label] += 1
+        try:
+            outcomes[arena.lt.run(session.try_auth(raw))] += 1
+        except TimeoutError:
+            raise AssertionError(f"no answer to CONNECT {raw!r:.300}") from None
+        except websockets.exceptions.ConnectionClosed:
+            # Not JSON at all is a protocol error: the server may end that session.
+            outcomes["session_closed"] += 1
+            session.ws = None
+
+    case()
+    SECONDS[label] += time.monotonic() - started
+    if session.ws is not None:
+        arena.lt.run(session.ws.close())
+    check_arena(arena)
+    assert CASES[label] >= n
+    return outcomes
+
+
+def test_fuzz_connect_auth_anonymous(arena):
+    outcomes = fuzz_connect(arena, arena.backend, "connect", auth_payloads, examples(2000))
+    assert outcomes["refused"] > 0 and outcomes["connected"] > 0, outcomes
+
+
+def token_payloads() -> st.SearchStrategy[str]:
+    good = mint(SECRET, "tok-user", "tok-1", 600)
+    header, body, sig = good.split(".")
+    mangled = st.sampled_from(
+        [good, good[:-2], f"{header}.{body}.", f"{header}..{sig}", "e30.e30.", good + "x", good.replace(".", "", 1)]
+    )
+    tokens = mangled | any_text | json_values
+    return near({"token": tokens, "name": any_text | json_values}).map(lambda v: json.dumps(v))
+
+
+def test_fuzz_connect_auth_with_tokens_required(arena):
+    outcomes = fuzz_connect(arena, arena.secured, "connect_token", token_payloads(), examples(2000) // 2)
+    assert outcomes["refused"] > 0, outcomes
+
+
+def test_well_behaved_clients_keep_working_afterwards(arena):
+    async def still_works() -> dict[str, Any]:
+        fresh = socketio.AsyncClient(reconnection=False)
+        got: list[dict[str, Any]] = []
+        fresh.on("message", got.append)
+        await fresh.connect(arena.backend.url, auth={"name": "fresh"}, transports=["websocket"], wait_timeout=10)
+        assert (await fresh.call("join", {"room": "fz-a"}))["ok"]
+        ack = await arena.bystander.call("message", {"room": "fz-a", "text": "after the storm", "client_id": "end"})
+        assert ack["ok"], ack
+        for _ in range(250):
+            if any(m["id"] == ack["id"] for m in got) and any(
+                e == "message" and d.get("id") == ack["id"] for e, d in arena.observed
+            ):
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the bystander's message did not arrive")
+        await fresh.disconnect()
+        return ack
+
+    arena.lt.run(still_works())
+    # Every message the fuzzer had acked (all in observed rooms) reached the observer once.
+    seen = [(d["room"], d["id"]) for e, d in arena.observed if e == "message"]
+    assert arena.accepted and arena.accepted <= set(seen), arena.accepted - set(seen)
+    assert len(seen) == len(set(seen))
+    check_arena(arena)
+    record(
+        "fuzz-events",
+        {
+            "cases": dict(CASES),
+            "seconds": {k: round(v, 1) for k, v in SECONDS.items()},
+            "observer_events": len(arena.observed),
+            "fuzzer_messages_accepted": len(arena.accepted),
+            "oversized_packets_dropped": arena.oversized,
+            "invalid_broadcasts": 0,
+            "disconnects_of_others": 0,
+        },
+    )
