@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -44,7 +45,6 @@ ENV = {"CHAT_RATE": "1000000", "CHAT_RATE_BURST": "1000000", "CHAT_CONNECTS_PER_
 PAYLOAD_LIMIT = 65_536  # CHAT_MAX_PAYLOAD_BYTES's default
 OBSERVED_ROOMS = ("fz-a", "fz-b", "general")
 CASES: Counter[str] = Counter()
-SECONDS: Counter[str] = Counter()
 
 
 class Arena:
@@ -146,8 +146,55 @@ def check_arena(arena: Arena) -> None:
     assert not problems, problems[:5]
 
 
+def still_works(arena: Arena) -> None:
+    """A fresh client connects and joins; a bystander's message reaches it and
+    the observer; every message acked to the fuzzer so far reached the observer once."""
+
+    async def check() -> None:
+        fresh = socketio.AsyncClient(reconnection=False)
+        got: list[dict[str, Any]] = []
+        fresh.on("message", got.append)
+        await fresh.connect(arena.backend.url, auth={"name": "fresh"}, transports=["websocket"], wait_timeout=10)
+        assert (await fresh.call("join", {"room": "fz-a"}))["ok"]
+        cid = "end-" + uuid.uuid4().hex
+        ack = await arena.bystander.call("message", {"room": "fz-a", "text": "after the storm", "client_id": cid})
+        assert ack["ok"], ack
+        for _ in range(250):
+            if any(m["id"] == ack["id"] for m in got) and any(
+                e == "message" and d.get("id") == ack["id"] and d["room"] == "fz-a" for e, d in arena.observed
+            ):
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the bystander's message did not arrive")
+        await fresh.disconnect()
+
+    arena.lt.run(check())
+    seen = [(d["room"], d["id"]) for e, d in arena.observed if e == "message"]
+    assert arena.accepted <= set(seen), arena.accepted - set(seen)
+    assert len(seen) == len(set(seen))
+
+
+def finish(arena: Arena, label: str, started: float, before: tuple[int, int], **more: Any) -> None:
+    still_works(arena)
+    check_arena(arena)
+    record(
+        f"fuzz-{label}",
+        {
+            "cases": CASES[label],
+            "seconds": round(time.monotonic() - started, 1),
+            "fuzzer_messages_accepted": len(arena.accepted) - before[0],
+            "oversized_packets_dropped": arena.oversized - before[1],
+            "invalid_broadcasts": 0,
+            "disconnects_of_others": 0,
+            **more,
+        },
+    )
+
+
 def fuzz_event(arena: Arena, event: str, strategy: st.SearchStrategy[tuple[Any, ...]]) -> None:
     started = time.monotonic()
+    before = (len(arena.accepted), arena.oversized)
 
     @fuzz_settings()
     @given(args=strategy)
@@ -156,9 +203,10 @@ def fuzz_event(arena: Arena, event: str, strategy: st.SearchStrategy[tuple[Any, 
         check_ack(event, args, arena.emit(event, args), arena)
 
     case()
-    SECONDS[event] += time.monotonic() - started
-    check_arena(arena)
     assert CASES[event] >= examples(2000)
+    if event == "message":
+        assert len(arena.accepted) > before[0], "no fuzzed message was valid: the strategy is off"
+    finish(arena, event, started, before)
 
 
 @pytest.mark.parametrize("event", sorted(PAYLOADS))
@@ -235,6 +283,7 @@ def fuzz_connect(arena: Arena, target: Backend, label: str, strategy: st.SearchS
     session = RawSession(target.url)
     outcomes: Counter[str] = Counter()
     started = time.monotonic()
+    before = (len(arena.accepted), arena.oversized)
 
     @fuzz_settings(n)
     @given(raw=strategy)
@@ -250,11 +299,10 @@ def fuzz_connect(arena: Arena, target: Backend, label: str, strategy: st.SearchS
             session.ws = None
 
     case()
-    SECONDS[label] += time.monotonic() - started
     if session.ws is not None:
         arena.lt.run(session.ws.close())
-    check_arena(arena)
     assert CASES[label] >= n
+    finish(arena, label, started, before, outcomes=dict(outcomes))
     return outcomes
 
 
@@ -279,40 +327,5 @@ def test_fuzz_connect_auth_with_tokens_required(arena):
 
 
 def test_well_behaved_clients_keep_working_afterwards(arena):
-    async def still_works() -> dict[str, Any]:
-        fresh = socketio.AsyncClient(reconnection=False)
-        got: list[dict[str, Any]] = []
-        fresh.on("message", got.append)
-        await fresh.connect(arena.backend.url, auth={"name": "fresh"}, transports=["websocket"], wait_timeout=10)
-        assert (await fresh.call("join", {"room": "fz-a"}))["ok"]
-        ack = await arena.bystander.call("message", {"room": "fz-a", "text": "after the storm", "client_id": "end"})
-        assert ack["ok"], ack
-        for _ in range(250):
-            if any(m["id"] == ack["id"] for m in got) and any(
-                e == "message" and d.get("id") == ack["id"] for e, d in arena.observed
-            ):
-                break
-            await asyncio.sleep(0.02)
-        else:
-            raise AssertionError("the bystander's message did not arrive")
-        await fresh.disconnect()
-        return ack
-
-    arena.lt.run(still_works())
-    # Every message the fuzzer had acked (all in observed rooms) reached the observer once.
-    seen = [(d["room"], d["id"]) for e, d in arena.observed if e == "message"]
-    assert arena.accepted and arena.accepted <= set(seen), arena.accepted - set(seen)
-    assert len(seen) == len(set(seen))
+    still_works(arena)
     check_arena(arena)
-    record(
-        "fuzz-events",
-        {
-            "cases": dict(CASES),
-            "seconds": {k: round(v, 1) for k, v in SECONDS.items()},
-            "observer_events": len(arena.observed),
-            "fuzzer_messages_accepted": len(arena.accepted),
-            "oversized_packets_dropped": arena.oversized,
-            "invalid_broadcasts": 0,
-            "disconnects_of_others": 0,
-        },
-    )
