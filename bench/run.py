@@ -636,6 +636,8 @@ def run_room(
         "duplicates": res["duplicates"],
         "disconnects": res["disconnects"],
         "drain_ms": res["drain_ms"],
+        "loadgen_cpu_s": res.get("loadgen_cpu_s"),
+        "loadgen_us_per_delivery": res.get("loadgen_us_per_delivery"),
         "raw": res,
     }
 

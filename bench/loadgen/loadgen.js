@@ -324,6 +324,7 @@ function workerMain() {
       lastDelivery: lastDelivery || null,
       hist: hist.toSparse(),
       ackHist: ackHist.toSparse(),
+      cpu: process.cpuUsage(), // this worker's own CPU time since it started, microseconds
     });
   }
 
@@ -512,6 +513,7 @@ async function coordinatorMain() {
     for (const a of acks) { out.sent += a.sent; out.acked += a.sent - a.failed.length; out.ack_failures += a.failed.length; }
     let first = Infinity;
     let last = 0;
+    let cpuUs = 0;
     for (const r of results) {
       if (r.type === 'error') { out.ok = false; out.error = r.error; continue; }
       out.deliveries += r.deliveriesTotal;
@@ -526,11 +528,14 @@ async function coordinatorMain() {
       if (r.lastDelivery !== null && r.lastDelivery > last) last = r.lastDelivery;
       hist.merge(r.hist);
       ackHist.merge(r.ackHist);
+      if (r.cpu) cpuUs += r.cpu.user + r.cpu.system;
     }
     out.expected_deliveries = out.acked * cfg.clients;
     out.deliveries_per_s = Math.round(out.deliveries_in_window / cfg.duration);
     out.acked_per_s = Math.round(acks.reduce((n, a) => n + a.sent - a.failed.length, 0) / (cfg.warmup + cfg.duration));
     out.drain_ms = last && last > stopAt ? Math.round(last - stopAt) : 0;
+    out.loadgen_cpu_s = Math.round(cpuUs / 1e4) / 100;
+    out.loadgen_us_per_delivery = out.deliveries ? Math.round((cpuUs / out.deliveries) * 100) / 100 : null;
     out.latency = hist.summary();
     out.ack_latency = ackHist.summary();
     emit(out);
