@@ -40,6 +40,8 @@ from backend.store.base import Message, MessageStore, RateLimited, StoreUnavaila
 log = logging.getLogger(__name__)
 
 Subscriber = Callable[[Message], None]
+PRESENCE_WINDOW = 0.05
+"""Seconds over which a room's membership changes share one ``presence`` event."""
 
 
 @dataclass(slots=True)
@@ -76,6 +78,8 @@ class Chat:
         self.connections: dict[str, Connection] = {}
         self._listeners: dict[str, int] = defaultdict(int)  # room -> local sockets + bridge clients
         self._subscribers: dict[str, set[Subscriber]] = defaultdict(set)
+        self._presence_pending: dict[str, tuple[list[User], list[User]]] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self.notify_local: Callable[[Message], None] | None = None
         """Set in embedded mode: hands a stored message to the in-process notifier."""
         self.user_limits = None if store.limits_users else KeyedBuckets(settings.rate, settings.rate_burst)
@@ -199,11 +203,39 @@ class Chat:
             await self._emit_presence(room, left=conn.user)
 
     async def _emit_presence(self, room: str, joined: User | None = None, left: User | None = None) -> None:
-        event: dict[str, Any] = {"room": room, "members": await self.presence.members(room)}
+        """Announce a membership change, coalesced per room over ``PRESENCE_WINDOW``.
+
+        One event per change would send the whole member list to every member
+        for every join: a room of n filling at once (after a restart, say)
+        costs n^2. Changes within the window share one event and one read of
+        the member list; ``joined``/``left`` name the latest change and
+        ``joined_all``/``left_all`` list them all when there were several."""
+        pending = self._presence_pending.get(room)
+        if pending is None:
+            pending = self._presence_pending[room] = ([], [])
+            asyncio.get_running_loop().call_later(PRESENCE_WINDOW, self._spawn_presence_flush, room)
         if joined is not None:
-            event["joined"] = joined
+            pending[0].append(joined)
         if left is not None:
-            event["left"] = left
+            pending[1].append(left)
+
+    def _spawn_presence_flush(self, room: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._flush_presence(room))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _flush_presence(self, room: str) -> None:
+        joined, left = self._presence_pending.pop(room, ([], []))
+        try:
+            event: dict[str, Any] = {"room": room, "members": await self.presence.members(room)}
+        except StoreUnavailable as exc:
+            log.warning("presence of %s not announced: %s", room, exc)
+            return
+        for key, users in (("joined", joined), ("left", left)):
+            if users:
+                event[key] = users[-1]
+                if len(users) > 1:
+                    event[key + "_all"] = users
         await self.sio.emit("presence", event, room=room)
 
     async def message(self, sid: str, data: Any) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -185,3 +186,22 @@ async def test_long_polling_transport_works_on_one_instance(embedded):
         await async_wait_for(lambda: c.texts(r) == ["over polling"], what="echo over polling")
     finally:
         await c.close()
+
+
+async def test_a_crowd_joining_at_once_shares_presence_events(embedded, clients):
+    r = room()
+    observer = await clients(embedded.url, "observer")
+    await observer.join(r)
+    crowd = [await clients(embedded.url, f"guest{i}") for i in range(30)]
+    await asyncio.gather(*(c.join(r) for c in crowd))
+
+    def announced() -> set[str]:
+        names: set[str] = set()
+        for event in observer.events["presence"]:
+            names |= {u["name"] for u in event.get("joined_all", [event["joined"]] if "joined" in event else [])}
+        return names
+
+    crowd_names = {f"guest{i}" for i in range(30)}
+    await async_wait_for(lambda: crowd_names <= announced(), what="every join to be announced")
+    await async_wait_for(lambda: len(observer.events["presence"][-1]["members"]) == 31, what="the full member list")
+    assert len(observer.events["presence"]) < 30, "joins within the window share events, not one member list each"

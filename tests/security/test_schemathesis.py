@@ -13,7 +13,9 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -25,7 +27,7 @@ pytestmark = pytest.mark.timeout(600)
 
 
 def run_schemathesis(backend: Backend, *extra: str) -> tuple[str, dict[str, int]]:
-    st = shutil.which("st")
+    st = shutil.which("st", path=str(Path(sys.executable).parent)) or shutil.which("st")
     assert st, "schemathesis is not installed: pip install -r requirements-dev.txt"
     workdir = tempfile.mkdtemp(prefix="fc-st-")
     proc = subprocess.run(
