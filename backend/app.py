@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None) -> tuple[Any, Quart, Chat]:
     presence_holder: list[Presence] = [MemoryPresence()]
     chat = Chat(settings, store, presence_holder[0], sio, metrics)
     manager.relay = chat.relay
+    manager.fanout = chat.fanout
     if isinstance(manager, FleetManager) and isinstance(store, RedisStore):
         store.announce_on(manager.channel, manager.host_id)
     if isinstance(manager, FleetManager):

@@ -29,16 +29,18 @@ NAMESPACE = "/"
 
 
 class Fanout:
-    """Chat messages to this instance's sockets: encode once, write once.
+    """Events to this instance's sockets in a room: encode once, write once.
 
-    A delivered message is encoded to its Socket.IO text once, and deliveries
-    are flushed once per event-loop tick: every message for a room in that
-    tick becomes one byte string of WebSocket frames, written with a single
-    ``transport.write`` per recipient. Sockets that cannot be written directly
-    (long-polling, another ASGI server) get the same packets through
-    engine.io's queue. A recipient whose unsent buffer passes
-    ``max_buffer`` is too slow to keep up and is cut off instead of
-    growing memory without bound.
+    An event is encoded to its Socket.IO text once, and events are flushed
+    once per event-loop tick: every event for a room in that tick becomes one
+    byte string of WebSocket frames, written with a single ``transport.write``
+    per recipient (a recipient named as ``skip_sid``, the typist of a typing
+    event, gets the same frames without that one). Sockets that cannot be
+    written directly (long-polling, another ASGI server) get the same packets
+    through engine.io's queue. A recipient whose unsent buffer passes
+    ``max_buffer`` is too slow to keep up and is cut off instead of growing
+    memory without bound. ``on_flush`` learns how many chat messages were
+    delivered.
     """
 
     def __init__(
@@ -47,17 +49,18 @@ class Fanout:
         self._server = server
         self._on_flush = on_flush
         self._max_buffer = max_buffer
-        self._pending: dict[str, list[str]] = {}
+        self._pending: dict[str, list[tuple[str, str | None, bool]]] = {}
         self._scheduled = False
         self.slow_consumers_dropped = 0
 
-    def emit(self, room: str, event: str, data: Any) -> None:
+    def emit(self, room: str, event: str, data: Any, skip_sid: str | None = None) -> None:
         encoded = self._server.packet_class(sio_packet.EVENT, namespace=NAMESPACE, data=[event, data]).encode()
-        texts = self._pending.get(room)
-        if texts is None:
-            self._pending[room] = [encoded]
+        entry = (encoded, skip_sid, event == "message")
+        entries = self._pending.get(room)
+        if entries is None:
+            self._pending[room] = [entry]
         else:
-            texts.append(encoded)
+            entries.append(entry)
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self.flush)
@@ -67,33 +70,51 @@ class Fanout:
         pending, self._pending = self._pending, {}
         sockets = self._server.eio.sockets
         delivered = 0
-        for room, texts in pending.items():
-            frames = b"".join(text_frame(("4" + t).encode()) for t in texts)
-            packets: list[eio_packet.Packet] | None = None
-            for _sid, eio_sid in self._server.manager.get_participants(NAMESPACE, room):
+        for room, entries in pending.items():
+            frames = [text_frame(("4" + text).encode()) for text, _, _ in entries]
+            shared = b"".join(frames)
+            messages = sum(1 for _, _, is_message in entries if is_message)
+            skips = {skip for _, skip, _ in entries if skip is not None}
+            for sid, eio_sid in self._server.manager.get_participants(NAMESPACE, room):
                 sock = sockets.get(eio_sid)
                 if sock is None or sock.closed:
                     continue
+                mine = [i for i, entry in enumerate(entries) if entry[1] != sid] if sid in skips else None
                 transport = direct_transport(sock)
                 if transport is not None:
                     if transport.get_write_buffer_size() > self._max_buffer:
                         self.slow_consumers_dropped += 1
                         transport.abort()
                         continue
-                    transport.write(frames)
+                    transport.write(shared if mine is None else b"".join(frames[i] for i in mine))
                 else:
-                    if packets is None:
-                        packets = [eio_packet.Packet(eio_packet.MESSAGE, t) for t in texts]
-                    for pkt in packets:
-                        sock.queue.put_nowait(pkt)
-                delivered += len(texts)
+                    for i in range(len(entries)) if mine is None else mine:
+                        sock.queue.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, entries[i][0]))
+                delivered += messages if mine is None else sum(1 for i in mine if entries[i][2])
         self._on_flush(delivered)
 
 
 class RelayHook:
-    """Where the managers hand chat messages to the relay (set after construction)."""
+    """Where the managers hand chat messages to the relay, and room events to
+    the fan-out (both set after construction)."""
 
     relay: Relay | None = None
+    fanout: Fanout | None = None
+
+    def fan_out(self, event: str, data: Any, namespace: str | None, room: Any, skip_sid: Any, callback: Any) -> bool:
+        """Send a plain room event (presence, typing, notifications) through the
+        encode-once fan-out; False for what it does not cover (acks, several
+        rooms or skipped sids, another namespace, a broadcast to everyone)."""
+        if (
+            self.fanout is None
+            or callback is not None
+            or not isinstance(room, str)
+            or (namespace or NAMESPACE) != NAMESPACE
+            or not (skip_sid is None or isinstance(skip_sid, str))
+        ):
+            return False
+        self.fanout.emit(room, event, data, skip_sid)
+        return True
 
     def relay_message(self, data: Any) -> bool:
         if self.relay is None or not isinstance(data, dict) or "seq" not in data:
@@ -107,6 +128,8 @@ class LocalManager(RelayHook, socketio.AsyncManager):
 
     async def emit(self, event, data, namespace=None, room=None, skip_sid=None, callback=None, to=None, **kw):  # type: ignore[no-untyped-def,override]
         if event == "message" and self.relay_message(data):
+            return
+        if self.fan_out(event, data, namespace, to or room, skip_sid, callback):
             return
         await super().emit(event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, to=to, **kw)
 
@@ -142,7 +165,16 @@ class FleetManager(RelayHook, socketio.AsyncRedisManager):
 
     async def _handle_emit(self, message):  # type: ignore[no-untyped-def]
         data = message.get("data")
-        is_chat = message.get("event") == "message" and isinstance(data, list) and len(data) == 1
-        if is_chat and self.relay_message(data[0]):
+        single = isinstance(data, list) and len(data) == 1 and not message.get("binary")
+        if single and message.get("event") == "message" and self.relay_message(data[0]):
+            return
+        if single and self.fan_out(
+            message.get("event"),
+            data[0],
+            message.get("namespace"),
+            message.get("room"),
+            message.get("skip_sid"),
+            message.get("callback"),
+        ):
             return
         await super()._handle_emit(message)
