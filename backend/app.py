@@ -104,7 +104,7 @@ def create_app(settings: Settings | None = None) -> tuple[Any, Quart, Chat]:
             await _tolerate(chat.presence.heartbeat())
             await _tolerate(ensure_mention_group(store.redis))
             interval = settings.presence_ttl_seconds / 3
-            heartbeat = _count_errors(metrics, "heartbeat", chat.presence.heartbeat)
+            heartbeat = _count_errors(metrics, "heartbeat", chat.heartbeat)
             tasks.append(asyncio.create_task(run_periodically(interval, heartbeat, "presence heartbeat")))
             reaper = _count_errors(metrics, "reaper", chat.reap_presence)
             tasks.append(asyncio.create_task(run_periodically(interval, reaper, "presence reaper")))

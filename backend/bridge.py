@@ -91,9 +91,8 @@ async def ws_bridge() -> None:
     finally:
         if drain is not None:
             drain.bridge_closers.pop(sid, None)
-        if room in conn.rooms:
-            await chat.bridge_leave(sid, conn, room, on_message)
-        await chat.close_connection(sid)
+        chat.unsubscribe(room, on_message)
+        await chat.close_connection(sid)  # leaves the room; copes with a store outage
 
 
 async def _write(outbox: asyncio.Queue[str | None]) -> None:

@@ -52,6 +52,8 @@ class Connection:
     bucket: TokenBucket
     typing_bucket: TokenBucket
     rooms: set[str] = field(default_factory=set)
+    joining: set[str] = field(default_factory=set)
+    """Rooms whose join is in flight (reserved before its first await)."""
 
 
 def anonymous_user(name: str) -> User:
@@ -79,6 +81,7 @@ class Chat:
         self._listeners: dict[str, int] = defaultdict(int)  # room -> local sockets + bridge clients
         self._subscribers: dict[str, set[Subscriber]] = defaultdict(set)
         self._presence_pending: dict[str, tuple[list[User], list[User]]] = {}
+        self._presence_retry: list[tuple[str, str, User]] = []
         self._background: set[asyncio.Task[None]] = set()
         self.notify_local: Callable[[Message], None] | None = None
         """Set in embedded mode: hands a stored message to the in-process notifier."""
@@ -117,8 +120,9 @@ class Chat:
         for room in list(conn.rooms):
             try:
                 await self._leave_room(sid, conn, room)
-            except StoreUnavailable as exc:
-                log.warning("presence cleanup for %s in %s failed: %s", sid, room, exc)
+            except ChatError as exc:  # the store is down: remove it from presence later
+                log.warning("presence cleanup for %s in %s deferred: %s", sid, room, exc.detail)
+                self._presence_retry.append((room, sid, conn.user))
 
     # -- local listeners and delivery -------------------------------------------
 
@@ -162,13 +166,23 @@ class Chat:
         req = parse(JoinRequest, data)
         conn = self.connection(sid)
         room = req.room
+        if room in conn.joining:
+            raise ChatError("bad_request", f"a join of {room!r} is already in progress")
         rejoin = room in conn.rooms
-        if not rejoin and len(conn.rooms) >= self.settings.max_rooms_per_connection:
+        if not rejoin and len(conn.rooms) + len(conn.joining) >= self.settings.max_rooms_per_connection:
             raise ChatError("too_many_rooms", f"at most {self.settings.max_rooms_per_connection} rooms per connection")
-        info = await self._store_call(self.store.room_info(room))
-        if not rejoin:
-            await self.sio.enter_room(sid, room)
-        history, upto = await self._join_room(sid, conn, room, info.last_seq, req.since, rejoin)
+        conn.joining.add(room)  # reserved before the first await: concurrent joins see it
+        try:
+            info = await self._store_call(self.store.room_info(room))
+            if self.connections.get(sid) is not conn:
+                raise ChatError("unauthorized", "disconnected while joining")
+            if not rejoin:
+                # Deliver what is already queued first: the history below includes it.
+                self.fanout.flush()
+                await self.sio.enter_room(sid, room)
+            history, upto = await self._join_room(sid, conn, room, info.last_seq, req.since, rejoin)
+        finally:
+            conn.joining.discard(room)
         members = await self._store_call(self.presence.members(room))
         return {"ok": True, "room": room, "epoch": info.epoch, "last_seq": upto, "history": history, "members": members}
 
@@ -183,8 +197,15 @@ class Chat:
             history = [m for m in history if m["seq"] <= upto]
         else:
             history, _ = await self._store_call(self.store.latest(room, self.settings.page_size, upto + 1))
-        if not rejoin and await self._store_call(self.presence.add(room, sid, conn.user)):
-            await self._emit_presence(room, joined=conn.user)
+        if not rejoin:
+            first = await self._store_call(self.presence.add(room, sid, conn.user))
+            if self.connections.get(sid) is not conn or room not in conn.rooms:
+                # disconnected or left while this join was in flight: that cleanup
+                # ran before the add above, so undo it here, or it stays a ghost
+                await self._store_call(self.presence.remove(room, sid, conn.user))
+                raise ChatError("unauthorized", "disconnected while joining")
+            if first:
+                await self._emit_presence(room, joined=conn.user)
         return history, upto
 
     async def leave(self, sid: str, data: Any) -> dict[str, Any]:
@@ -310,10 +331,6 @@ class Chat:
         history, _ = await self._join_room(sid, conn, room, info.last_seq, None, rejoin=False)
         return history
 
-    async def bridge_leave(self, sid: str, conn: Connection, room: str, subscriber: Subscriber) -> None:
-        self.unsubscribe(room, subscriber)
-        await self._leave_room(sid, conn, room)
-
     # -- helpers ----------------------------------------------------------------
 
     async def _store_call(self, awaitable: Any) -> Any:
@@ -330,9 +347,28 @@ class Chat:
             await self.sio.emit("notification", payload, room="@" + key)
 
     async def reap_presence(self) -> None:
-        """Say goodbye for the members of instances that died without doing so."""
+        """Say goodbye for the members of instances that died without doing so,
+        and for this instance's own sockets that left while the store was down."""
+        retry, self._presence_retry = self._presence_retry, []
+        for index, (room, sid, user) in enumerate(retry):
+            try:
+                if await self.presence.remove(room, sid, user):
+                    await self._emit_presence(room, left=user)
+            except StoreUnavailable:
+                self._presence_retry.extend(retry[index:])
+                raise
         for room, user in await self.presence.reap():
             await self._emit_presence(room, left=user)
+
+    async def heartbeat(self) -> None:
+        """Keep this instance's members alive; if another instance reaped them
+        (a Redis outage longer than the presence TTL), list them again."""
+        if not await self.presence.heartbeat():
+            return
+        for sid, conn in list(self.connections.items()):
+            for room in list(conn.rooms):
+                if await self.presence.add(room, sid, conn.user):
+                    await self._emit_presence(room, joined=conn.user)
 
     def mention_room_of(self, user: User) -> str:
         return mention_room(user["name"])

@@ -39,8 +39,10 @@ class Presence(abc.ABC):
     async def counts(self, rooms: list[str]) -> dict[str, int]:
         """Distinct users per room."""
 
-    async def heartbeat(self) -> None:
-        """Keep this instance's members alive (fleet only)."""
+    async def heartbeat(self) -> bool:
+        """Keep this instance's members alive (fleet only); True when this
+        instance had been forgotten (reaped) and must list its members again."""
+        return False
 
     async def reap(self) -> list[tuple[str, User]]:
         """Remove members of dead instances; the ``(room, user)`` pairs that left."""
@@ -111,7 +113,6 @@ class RedisPresence(Presence):
         async with self._r.pipeline(transaction=True) as pipe:
             pipe.hset(self._key(room), sid, entry)
             pipe.sadd("fc:inst:" + self._inst, room + "\0" + sid)
-            pipe.zadd(self.INSTANCES, {self._inst: time.time()})
             await self._call(pipe.execute())
         return all(u["id"] != user["id"] for u in before)
 
@@ -136,8 +137,8 @@ class RedisPresence(Presence):
             room: len({orjson.loads(v)["user"]["id"] for v in raw}) for room, raw in zip(rooms, values, strict=True)
         }
 
-    async def heartbeat(self) -> None:
-        await self._call(self._r.zadd(self.INSTANCES, {self._inst: time.time()}))
+    async def heartbeat(self) -> bool:
+        return bool(await self._call(self._r.zadd(self.INSTANCES, {self._inst: time.time()})))
 
     async def reap(self) -> list[tuple[str, User]]:
         deadline = time.time() - self._ttl
@@ -145,6 +146,8 @@ class RedisPresence(Presence):
         left: list[tuple[str, User]] = []
         for raw_inst in dead:
             inst = raw_inst.decode()
+            if inst == self._inst:
+                continue  # alive, only stale after an outage: the next heartbeat refreshes it
             # One survivor reaps a dead instance; the lock outlives the work.
             if not await self._call(self._r.set("fc:reaping:" + inst, self._inst, nx=True, ex=30)):
                 continue

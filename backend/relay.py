@@ -105,6 +105,12 @@ class Relay:
                 missing = await self._store.after(room, last, FILL_BATCH)
                 if not missing:
                     return
+                if room in self._last and missing[0]["seq"] > self._last[room] + 1:
+                    # what we lack was trimmed from history: it cannot be replayed
+                    log.warning(
+                        "relay: %s seq %d..%d no longer stored; skipping", room, last + 1, missing[0]["seq"] - 1
+                    )
+                    self._last[room] = missing[0]["seq"] - 1
                 for message in missing:
                     if message["seq"] > self._last.get(room, message["seq"]):
                         self.replayed += 1
@@ -114,7 +120,8 @@ class Relay:
         except StoreUnavailable as exc:
             log.warning("relay: cannot fill gap in %s yet: %s", room, exc)
         finally:
-            self._fills.pop(room, None)
+            if self._fills.get(room) is asyncio.current_task():
+                del self._fills[room]
 
     def sweep_soon(self) -> None:
         """Sweep as soon as the loop is free (after pub/sub came back)."""

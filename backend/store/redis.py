@@ -145,7 +145,8 @@ class RedisStore(MessageStore):
 
     async def append(self, room: str, user: dict[str, str], text: str, client_id: str, ts: int) -> AppendResult:
         seq_key, log_key, epoch_key = _keys(room)
-        dedupe_key = "fc:{" + room + "}:cid:" + user["id"] + ":" + client_id
+        # JSON keeps (user id, client_id) unambiguous: both may contain ":"
+        dedupe_key = "fc:{" + room + "}:cid:" + orjson.dumps([user["id"], client_id]).decode()
         # Everything but id/seq is encoded here; the script prefixes those two.
         rest = orjson.dumps({"room": room, "user": user, "text": text, "ts": ts, "client_id": client_id})[1:]
         channel, host_id = self._announce

@@ -133,7 +133,7 @@ class SqliteStore(MessageStore):
         db = self._db
         assert db is not None
         results: list[AppendResult] = []
-        touched: set[str] = set()
+        touched: dict[str, int] = {}  # room -> its last seq before this batch
         db.execute("BEGIN IMMEDIATE")
         try:
             for room, user, text, client_id, ts in batch:
@@ -159,17 +159,20 @@ class SqliteStore(MessageStore):
                     "INSERT INTO messages (room, seq, user_id, client_id, body) VALUES (?, ?, ?, ?, ?)",
                     (room, seq, user["id"], client_id, orjson.dumps(message)),
                 )
+                touched.setdefault(room, row[1])
                 row[1] = seq
-                touched.add(room)
                 results.append(AppendResult(message, created=True))
-            for room in touched:
+            for room, before in touched.items():
                 last = self._rooms[room][1]
                 db.execute("UPDATE rooms SET last_seq = ? WHERE name = ?", (last, room))
-                if last % 100 == 0 and last > self._history_limit:
+                if before // 100 != last // 100 and last > self._history_limit:  # trim every 100 messages
                     db.execute("DELETE FROM messages WHERE room = ? AND seq <= ?", (room, last - self._history_limit))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # a failed COMMIT has rolled back already
             self._reload_rooms(db)
             raise
         return results

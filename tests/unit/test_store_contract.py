@@ -111,3 +111,10 @@ async def test_sqlite_history_survives_reopening(tmp_path):
     assert (await s.append("general", ALICE, "after", "c2", 2)).message["seq"] == 2
     assert not (await s.append("general", ALICE, "before restart", "c1", 3)).created
     await s.close()
+
+
+async def test_dedupe_never_confuses_two_users_whose_ids_and_client_ids_share_a_colon(store):
+    r = room()
+    first = await store.append(r, {"id": "anon:a", "name": "a"}, "from a", "b:c", 1)
+    second = await store.append(r, {"id": "anon:a:b", "name": "a:b"}, "from a:b", "c", 2)
+    assert first.created and second.created and second.message["seq"] == 2

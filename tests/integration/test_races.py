@@ -1,0 +1,48 @@
+"""Joins racing with each other and with disconnects leave nothing behind."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+
+from tests.support import ChatClient, async_wait_for, http_get
+
+
+def gauge(url: str, name: str) -> float:
+    body = http_get(url + "/metrics")[1].decode()
+    return float(re.search(rf"^{name} (\S+)$", body, re.M).group(1))
+
+
+async def test_concurrent_joins_respect_the_room_limit_and_leak_no_listener(backends):
+    backend = backends(env={"CHAT_MAX_ROOMS_PER_CONNECTION": "5"})
+    c = ChatClient(backend.url, "racer")
+    await c.connect()
+    dup = await asyncio.gather(*(c.call("join", {"room": "dup"}) for _ in range(10)))
+    assert any(a["ok"] for a in dup)
+    many = await asyncio.gather(*(c.call("join", {"room": f"r{i}"}) for i in range(20)))
+    assert sum(1 for a in many if a["ok"]) == 4, "5 rooms at most, 'dup' included"
+    assert {a["error"] for a in many if not a["ok"]} == {"too_many_rooms"}
+    await c.close()
+    await async_wait_for(lambda: gauge(backend.url, "fleetchat_local_rooms") == 0, what="every room released")
+    assert gauge(backend.url, "fleetchat_connected_sockets") == 0
+
+
+async def test_a_client_that_disconnects_mid_join_leaves_no_ghost_member(embedded):
+    r = "ghost-" + uuid.uuid4().hex[:8]
+    for i in range(30):
+        c = ChatClient(embedded.url, f"ghost{i}")
+        await c.connect()
+        await c.sio.emit("join", {"room": r})
+        await c.sio.disconnect()
+    watcher = ChatClient(embedded.url, "watcher")
+    await watcher.connect()
+    try:
+
+        async def members() -> list[str]:
+            return [m["name"] for m in (await watcher.call("join", {"room": r}))["members"]]
+
+        await asyncio.sleep(0.5)  # let the in-flight joins finish on the server
+        assert await members() == ["watcher"]
+    finally:
+        await watcher.close()
