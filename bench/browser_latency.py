@@ -21,10 +21,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib.metadata
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -34,6 +31,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.run import host_info, py_version
 from tests.e2e.conftest import CHROMIUM_FLAGS, ChatBackend, ReflexApp, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,35 +100,14 @@ def summarize(latencies: list[float]) -> dict[str, float | None]:
 
 
 def machine_info(chromium: str) -> dict[str, Any]:
-    cpu, mem_gib = "unknown", None
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    mem_gib = round(int(line.split()[1]) / 1024 / 1024, 1)
-    except OSError:
-        pass
-
-    def version(name: str) -> str | None:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-
     browser = subprocess.run([chromium, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
     return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "mem_gib": mem_gib,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
+        **host_info(),
         "chromium": browser,
-        "reflex": version("reflex"),
-        "python_socketio": version("python-socketio"),
-        "hypercorn": version("hypercorn"),
-        "playwright": version("playwright"),
+        "reflex": py_version("reflex"),
+        "python_socketio": py_version("python-socketio"),
+        "hypercorn": py_version("hypercorn"),
+        "playwright": py_version("playwright"),
     }
 
 

@@ -231,7 +231,16 @@ def wait_quiet(threshold: float, timeout: float) -> float:
     return busy
 
 
-def machine_info(node: str) -> dict:
+def py_version(name: str) -> str | None:
+    """An installed Python package's version, or None."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def host_info() -> dict:
+    """What every report records about the machine: CPU model, cores, memory, kernel, Python."""
     cpu = "unknown"
     try:
         with open("/proc/cpuinfo") as f:
@@ -249,27 +258,26 @@ def machine_info(node: str) -> dict:
                     mem_gib = round(int(line.split()[1]) / 1024 / 1024, 1)
     except OSError:
         pass
-
-    def pkg_version(directory: Path, name: str) -> str | None:
-        try:
-            return json.loads((directory / "node_modules" / name / "package.json").read_text())["version"]
-        except (OSError, ValueError, KeyError):
-            return None
-
-    def py_version(name: str) -> str | None:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-
-    node_v = subprocess.run([node, "-v"], capture_output=True, text=True).stdout.strip()
-    redis_v = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.strip()
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
         "mem_gib": mem_gib,
         "kernel": platform.release(),
         "python": platform.python_version(),
+    }
+
+
+def machine_info(node: str) -> dict:
+    def pkg_version(directory: Path, name: str) -> str | None:
+        try:
+            return json.loads((directory / "node_modules" / name / "package.json").read_text())["version"]
+        except (OSError, ValueError, KeyError):
+            return None
+
+    node_v = subprocess.run([node, "-v"], capture_output=True, text=True).stdout.strip()
+    redis_v = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.strip()
+    return {
+        **host_info(),
         "node": node_v,
         "redis": redis_v.split(" v=")[1].split()[0] if " v=" in redis_v else redis_v,
         "python_socketio": py_version("python-socketio"),
