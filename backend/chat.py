@@ -112,6 +112,13 @@ class Chat:
             raise ChatError("unauthorized", "not connected")
         return conn
 
+    def member(self, sid: str, room: str) -> Connection:
+        """The connection of ``sid``, which must have joined ``room``."""
+        conn = self.connection(sid)
+        if room not in conn.rooms:
+            raise ChatError("not_in_room", f"join {room!r} first: not in that room")
+        return conn
+
     async def close_connection(self, sid: str) -> None:
         conn = self.connections.pop(sid, None)
         if conn is None:
@@ -210,9 +217,7 @@ class Chat:
 
     async def leave(self, sid: str, data: Any) -> dict[str, Any]:
         req = parse(LeaveRequest, data)
-        conn = self.connection(sid)
-        if req.room not in conn.rooms:
-            raise ChatError("not_in_room", f"not in room {req.room!r}")
+        conn = self.member(sid, req.room)
         await self.sio.leave_room(sid, req.room)
         await self._leave_room(sid, conn, req.room)
         return {"ok": True}
@@ -261,9 +266,7 @@ class Chat:
 
     async def message(self, sid: str, data: Any) -> dict[str, Any]:
         req = parse(SendRequest, data)
-        conn = self.connection(sid)
-        if req.room not in conn.rooms:
-            raise ChatError("not_in_room", f"join {req.room!r} before sending to it")
+        conn = self.member(sid, req.room)
         if not conn.bucket.take():
             raise ChatError("rate_limited", f"slow down: retry in {conn.bucket.retry_after():.2f}s", 429)
         return await self.send(conn.user, req.room, req.text, req.client_id)
@@ -295,9 +298,7 @@ class Chat:
 
     async def typing(self, sid: str, data: Any) -> dict[str, Any]:
         req = parse(TypingRequest, data)
-        conn = self.connection(sid)
-        if req.room not in conn.rooms:
-            raise ChatError("not_in_room", f"not in room {req.room!r}")
+        conn = self.member(sid, req.room)
         if not conn.typing_bucket.take():
             raise ChatError("rate_limited", "too many typing updates", 429)
         await self.sio.emit(
