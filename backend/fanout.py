@@ -22,8 +22,9 @@ import socketio
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
+from backend.lean_websocket import text_frame
 from backend.relay import Relay
-from backend.server_tuning import direct_transport, text_frame
+from backend.server_tuning import direct_transport
 
 NAMESPACE = "/"
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from backend import lean_websocket
+
 
 class Metrics:
     def __init__(self) -> None:
@@ -12,6 +14,12 @@ class Metrics:
         self.connected = Gauge(
             "fleetchat_connected_sockets", "Socket.IO and /ws connections on this instance", registry=r
         )
+        self.lean_websockets = Gauge(
+            "fleetchat_lean_websockets",
+            "Socket.IO websockets served by the lean protocol after hypercorn's handshake (this process)",
+            registry=r,
+        )
+        self.lean_websockets.set_function(lean_websocket.live_count)
         self.rooms = Gauge("fleetchat_local_rooms", "Rooms with a listener on this instance", registry=r)
         self.messages_in = Counter("fleetchat_messages_in_total", "Messages stored through this instance", registry=r)
         self.messages_out = Counter("fleetchat_deliveries_total", "Message deliveries to local sockets", registry=r)

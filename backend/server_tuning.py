@@ -23,6 +23,8 @@ from typing import Any
 
 from wsproto.extensions import PerMessageDeflate
 
+from backend import lean_websocket
+
 
 class DeclinedPerMessageDeflate(PerMessageDeflate):
     """A permessage-deflate that never accepts an offer."""
@@ -100,7 +102,8 @@ def remember_websocket_transports() -> None:
         try:
             return await original(self, ws)
         finally:
-            setattr(self, WS_TRANSPORT_ATTR, None)
+            if WS_TRANSPORT_ATTR in self.__dict__:
+                delattr(self, WS_TRANSPORT_ATTR)
 
     handler.fc_wrapped = True  # type: ignore[attr-defined]
     AsyncSocket._websocket_handler = handler  # type: ignore[method-assign]
@@ -108,6 +111,8 @@ def remember_websocket_transports() -> None:
 
 def direct_transport(sock: Any) -> Any:
     """The transport to write frames to for this engine.io socket, or None."""
+    if lean_websocket.is_handed_off(sock):
+        return lean_websocket.transport_of(sock)
     found = getattr(sock, WS_TRANSPORT_ATTR, None)
     if found is None or not sock.upgraded or sock.upgrading:
         return None
@@ -115,18 +120,6 @@ def direct_transport(sock: Any) -> Any:
     if stream.closed or transport.is_closing():
         return None
     return transport
-
-
-def text_frame(payload: bytes) -> bytes:
-    """One unmasked, unfragmented WebSocket text frame (RFC 6455, section 5.2)."""
-    n = len(payload)
-    if n < 126:
-        header = bytes((0x81, n))
-    elif n < 65536:
-        header = bytes((0x81, 126)) + n.to_bytes(2, "big")
-    else:
-        header = bytes((0x81, 127)) + n.to_bytes(8, "big")
-    return header + payload
 
 
 # -- memory per idle connection ----------------------------------------------------
@@ -222,7 +215,11 @@ def _schedule_ping(self: Any) -> None:
 
 
 def _ping_due(sock: Any) -> None:
-    if not sock.closing and not sock.closed:
+    if sock.closing or sock.closed:
+        return
+    if lean_websocket.is_handed_off(sock):
+        lean_websocket.ping(sock)
+    else:
         sock.server.start_background_task(_send_ping, sock)
 
 
@@ -252,19 +249,26 @@ async def _ws_writer(sock: Any, ws: Any) -> None:
     await ws.close()
 
 
-def _lean_websocket_handler(upstream: Any) -> Any:
+def _lean_websocket_handler() -> Any:
     async def handler(self: Any, ws: Any) -> Any:
-        """``AsyncSocket._websocket_handler`` for a socket that starts on websocket:
-        the receive loop awaits the websocket in its own task, under a timeout,
-        instead of starting a task per packet. An upgrade from long-polling runs upstream's."""
-        if self.connected:
-            return await upstream(self, ws)
+        """``AsyncSocket._websocket_handler``: once the websocket is established
+        (at once, or after the probe of an upgrade from long-polling) it is handed
+        off to ``LeanWebSocket``; where that cannot be done, the receive loop awaits
+        the websocket in its own task, under a timeout, instead of starting a task
+        per packet."""
         from engineio import packet
 
         exceptions = _eio_exceptions()
         server = self.server
-        self.connected = True
-        self.upgraded = True
+        if self.connected:
+            if not await _upgrade_probe(self, ws):
+                return None
+        else:
+            self.connected = True
+            self.upgraded = True
+        if lean_websocket.hand_off(self, ws) is not None:
+            server.logger.info("%s: websocket handed off to LeanWebSocket", self.sid)
+            return None
         writer_task = asyncio.ensure_future(_ws_writer(self, ws))
         server.logger.info("%s: Upgrade to websocket successful", self.sid)
         while True:
@@ -305,6 +309,44 @@ def _lean_websocket_handler(upstream: Any) -> Any:
 
     handler.fc_lean = True  # type: ignore[attr-defined]
     return handler
+
+
+async def _upgrade_probe(sock: Any, ws: Any) -> bool:
+    """The probe of an upgrade from long-polling, as upstream's handler does it
+    (python-engineio 4.15): PING "probe", PONG "probe", then UPGRADE."""
+    from engineio import packet
+
+    async def wait() -> Any:
+        data = await ws.wait()
+        if data and len(data) > sock.server.max_http_buffer_size:
+            raise ValueError("packet is too large")
+        return data
+
+    sock.upgrading = True  # hold packet sends during the upgrade
+    try:
+        probe = packet.Packet(encoded_packet=await wait())
+    except Exception:
+        sock.upgrading = False
+        return False
+    if probe.packet_type != packet.PING or probe.data != "probe":
+        sock.server.logger.info("%s: Failed websocket upgrade, no PING packet", sock.sid)
+        sock.upgrading = False
+        return False
+    await ws.send(packet.Packet(packet.PONG, data="probe").encode())
+    await sock.queue.put(packet.Packet(packet.NOOP))  # end the pending poll
+    try:
+        upgrade = packet.Packet(encoded_packet=await wait())
+    except Exception:
+        sock.upgrading = False
+        return False
+    if upgrade.packet_type != packet.UPGRADE:
+        sock.upgraded = False
+        sock.server.logger.info("%s: Failed websocket upgrade, expected UPGRADE packet", sock.sid)
+        sock.upgrading = False
+        return False
+    sock.upgraded = True
+    sock.upgrading = False
+    return True
 
 
 def _eio_exceptions() -> Any:
@@ -351,6 +393,7 @@ def trim_idle_connection_memory() -> None:
     from engineio.async_server import AsyncServer
     from engineio.async_socket import AsyncSocket
 
+    lean_websocket.install()
     if callable(getattr(AsyncServer, "create_queue", None)) and not getattr(AsyncServer.create_queue, "fc_lean", False):
 
         def create_queue(self: Any, *args: Any, **kwargs: Any) -> asyncio.Queue[Any]:
@@ -378,7 +421,7 @@ def trim_idle_connection_memory() -> None:
             return  # remember_websocket_transports ran first: keep upstream's handler under it
         AsyncSocket.poll = _poll  # type: ignore[method-assign]
         AsyncSocket.schedule_ping = _schedule_ping  # type: ignore[method-assign]
-        AsyncSocket._websocket_handler = _lean_websocket_handler(handler)  # type: ignore[method-assign]
+        AsyncSocket._websocket_handler = _lean_websocket_handler()  # type: ignore[method-assign]
         AsyncSocket.fc_lean = True  # type: ignore[attr-defined]
 
     try:

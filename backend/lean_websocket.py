@@ -1,0 +1,578 @@
+"""Engine.IO websockets handed over from hypercorn to a small asyncio protocol.
+
+hypercorn does the part of a connection that needs an HTTP server: it parses
+the upgrade request, python-engineio checks it (origin, path, ``EIO``) and
+accepts it, and hypercorn writes the ``101``. From then on a Socket.IO
+connection is only WebSocket frames, and under hypercorn each idle one kept a
+connection task, an ASGI app task, asyncio streams, an h11 and a wsproto
+state machine, an ASGI receive queue, engine.io's send queue and the
+coroutine frames between them: ~32 KB per idle connection against ~13 KB for
+Node's socket.io (bench/README.md, "Levers").
+
+``hand_off`` moves such a connection, right after the handshake, onto a
+``LeanWebSocket``: the same transport with this protocol attached instead of
+hypercorn's. It parses client frames itself (RFC 6455: masking, fragments,
+control frames, close codes, size limits), feeds Engine.IO packets to the
+engine.io socket in order, and writes what the socket sends straight to the
+transport (``DirectQueue`` stands in for engine.io's send queue, so acks,
+pings and room events leave in the order they were produced). An idle
+connection then holds the transport, this protocol and engine.io's socket:
+no task, no queue, no stream. Pings are timers, not sleeping tasks.
+
+Anything unexpected (TLS terminated by hypercorn, bytes already buffered by
+hypercorn, a hypercorn or python-engineio of another shape) leaves the
+connection with hypercorn and engine.io's own handler, which always works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from typing import Any
+
+from engineio import exceptions as eio_exceptions
+from engineio import packet as eio_packet
+
+log = logging.getLogger(__name__)
+
+SLOW_CONSUMER_BYTES = 4 << 20
+"""A recipient with more unsent bytes than this cannot keep up and is cut off
+rather than growing this process's memory without bound."""
+
+INBOX_PAUSE = 64
+"""Stop reading a socket while this many of its packets wait for their handler,
+so a client that floods frames faster than they are handled is paced by TCP."""
+
+# RFC 6455 close codes
+NORMAL = 1000
+PROTOCOL_ERROR = 1002
+INVALID_DATA = 1007
+TOO_BIG = 1009
+
+_live = 0
+
+
+def live_count() -> int:
+    """Connections served by ``LeanWebSocket`` in this process right now."""
+    return _live
+
+
+def frame(opcode: int, payload: bytes) -> bytes:
+    """One unmasked, final WebSocket frame (RFC 6455, section 5.2): the server side."""
+    n = len(payload)
+    first = 0x80 | opcode
+    if n < 126:
+        header = bytes((first, n))
+    elif n < 65536:
+        header = bytes((first, 126)) + n.to_bytes(2, "big")
+    else:
+        header = bytes((first, 127)) + n.to_bytes(8, "big")
+    return header + payload
+
+
+def text_frame(payload: bytes) -> bytes:
+    return frame(0x1, payload)
+
+
+def close_frame(code: int) -> bytes:
+    return frame(0x8, code.to_bytes(2, "big"))
+
+
+def unmask(payload: bytes | bytearray, mask: bytes | bytearray) -> bytes:
+    """XOR a client frame's payload with its 4-byte mask, as one big-integer operation."""
+    n = len(payload)
+    if not n:
+        return b""
+    key = (bytes(mask) * ((n >> 2) + 1))[:n]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
+
+
+class _Closed(Exception):
+    """The frame parser met something that ends the connection with ``code``."""
+
+    def __init__(self, code: int, why: str) -> None:
+        super().__init__(why)
+        self.code = code
+
+
+class LeanWebSocket(asyncio.Protocol):
+    """The WebSocket of one Engine.IO socket, on its transport, after the handshake."""
+
+    __slots__ = ("_buf", "_inbox", "_lost", "_opcode", "_parts", "_paused", "_task", "closed", "sock", "transport")
+
+    def __init__(self, sock: Any, transport: asyncio.Transport) -> None:
+        global _live
+        self.sock = sock
+        self.transport = transport
+        self.closed = False
+        """No frame is written once this is set: a close frame went out, or the peer is gone."""
+        self._buf: bytearray | None = None
+        self._parts: list[bytes] | None = None
+        self._opcode = 0
+        self._inbox: collections.deque[Any] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._lost = False
+        self._paused = False
+        _live += 1
+
+    # -- writing -------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            return
+        transport = self.transport
+        if transport.get_write_buffer_size() > SLOW_CONSUMER_BYTES:
+            log.warning("%s: cut off, %d bytes unsent", self.sock.sid, transport.get_write_buffer_size())
+            self.closed = True
+            transport.abort()
+            return
+        transport.write(data)
+
+    def close(self, code: int = NORMAL) -> None:
+        """Send a close frame and close the TCP connection once it is written."""
+        if self.closed:
+            return
+        self.transport.write(close_frame(code))
+        self.closed = True
+        self.transport.close()
+
+    # -- reading -------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        buf = self._buf
+        if buf is not None:
+            buf += data
+        else:
+            buf = data  # type: ignore[assignment]
+        try:
+            used = self._frames(buf)
+        except _Closed as exc:
+            log.info("%s: closing websocket (%d): %s", self.sock.sid, exc.code, exc)
+            self._buf = None
+            self.close(exc.code)
+            return
+        self._buf = bytearray(buf[used:]) if used < len(buf) else None
+
+    def _frames(self, buf: bytes | bytearray) -> int:
+        """Handle every complete frame in ``buf``; how many bytes they took."""
+        limit = self.sock.server.max_http_buffer_size * 4 + 64  # UTF-8: at most 4 bytes a character
+        pos, end = 0, len(buf)
+        while end - pos >= 2 and not self.closed:
+            b0, b1 = buf[pos], buf[pos + 1]
+            length, head = b1 & 0x7F, 2
+            if length == 126:
+                if end - pos < 4:
+                    break
+                length, head = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
+            elif length == 127:
+                if end - pos < 10:
+                    break
+                length, head = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
+            if not b1 & 0x80:
+                raise _Closed(PROTOCOL_ERROR, "unmasked client frame")
+            if length > limit:
+                raise _Closed(TOO_BIG, f"frame of {length} bytes")
+            start = pos + head + 4
+            if end - start < length:
+                break
+            self._frame(b0, unmask(buf[start : start + length], buf[pos + head : start]))
+            pos = start + length
+        return pos
+
+    def _frame(self, b0: int, payload: bytes) -> None:
+        opcode = b0 & 0x0F
+        final = b0 & 0x80
+        if b0 & 0x70:
+            raise _Closed(PROTOCOL_ERROR, "reserved bits set: no extension was agreed")
+        if opcode >= 0x8:
+            if not final or len(payload) > 125:
+                raise _Closed(PROTOCOL_ERROR, "fragmented or oversized control frame")
+            if opcode == 0x8:
+                code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else NORMAL
+                self.close(code if 1000 <= code < 5000 and code not in (1004, 1005, 1006, 1015) else PROTOCOL_ERROR)
+            elif opcode == 0x9:
+                self.write(frame(0xA, payload))
+            elif opcode != 0xA:
+                raise _Closed(PROTOCOL_ERROR, f"unknown opcode {opcode}")
+            return
+        if opcode == 0x0:
+            if self._parts is None:
+                raise _Closed(PROTOCOL_ERROR, "continuation without a message")
+            self._parts.append(payload)
+            if sum(map(len, self._parts)) > self.sock.server.max_http_buffer_size * 4 + 64:
+                raise _Closed(TOO_BIG, "fragmented message too big")
+            if final:
+                payload, opcode, self._parts = b"".join(self._parts), self._opcode, None
+            else:
+                return
+        elif opcode in (0x1, 0x2):
+            if self._parts is not None:
+                raise _Closed(PROTOCOL_ERROR, "new message inside a fragmented one")
+            if not final:
+                self._parts, self._opcode = [payload], opcode
+                return
+        else:
+            raise _Closed(PROTOCOL_ERROR, f"unknown opcode {opcode}")
+        self._message(opcode, payload)
+
+    def _message(self, opcode: int, payload: bytes) -> None:
+        if opcode == 0x1:
+            try:
+                self.message(payload.decode())
+            except UnicodeDecodeError:
+                raise _Closed(INVALID_DATA, "text frame that is not UTF-8") from None
+        else:
+            self.message(payload)
+
+    def message(self, data: str | bytes) -> None:
+        """One whole message from the client: an Engine.IO packet for the socket."""
+        if len(data) > self.sock.server.max_http_buffer_size:
+            raise _Closed(TOO_BIG, f"message of {len(data)} characters")
+        try:
+            pkt = eio_packet.Packet(encoded_packet=data)
+            if not 0 <= pkt.packet_type < len(eio_packet.packet_names):
+                raise ValueError(f"unknown packet type {pkt.packet_type}")
+        except Exception as exc:
+            # Not Engine.IO: hang up, as socket.io's own server does.
+            log.warning("%s: closing on a malformed packet (%s)", self.sock.sid, exc)
+            raise _Closed(PROTOCOL_ERROR, "malformed Engine.IO packet") from None
+        inbox = self._inbox
+        if inbox is None:
+            inbox = self._inbox = collections.deque()
+        inbox.append(pkt)
+        if len(inbox) >= INBOX_PAUSE and not self._paused:
+            self._paused = True
+            self.transport.pause_reading()
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._receive())
+
+    async def _receive(self) -> None:
+        """Hand queued packets to the engine.io socket one at a time, in order (a
+        Socket.IO CONNECT finishes before the events that follow it); once the
+        peer is gone, close the engine.io socket after what it had sent."""
+        sock = self.sock
+        try:
+            while self._inbox:
+                pkt = self._inbox.popleft()
+                try:
+                    await sock.receive(pkt)
+                except eio_exceptions.UnknownPacketError:
+                    pass
+                except eio_exceptions.SocketIsClosedError:
+                    self._inbox.clear()
+                except Exception:
+                    log.exception("%s: receive error", sock.sid)
+                if sock.closed:
+                    self._inbox.clear()
+                    self.close()
+                elif self._paused and len(self._inbox) < INBOX_PAUSE // 2:
+                    self._paused = False
+                    self.transport.resume_reading()
+            self._inbox = None
+            if self._lost:
+                await self._forget()
+        finally:
+            self._task = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        global _live
+        _live -= 1
+        self.closed = True
+        self._lost = True
+        self._buf = self._parts = None
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._receive())
+
+    async def _forget(self) -> None:
+        sock = self.sock
+        server = sock.server
+        try:
+            if not sock.closed:
+                await sock.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
+        finally:
+            if server.sockets.get(sock.sid) is sock:
+                del server.sockets[sock.sid]
+            sock.queue = _GONE
+
+
+class DirectQueue:
+    """engine.io's send queue for a handed-off socket: a packet put here is
+    written to the websocket at once. ``None`` (engine.io's "stop writing") and
+    a CLOSE packet close the websocket."""
+
+    __slots__ = ("ws",)
+
+    def __init__(self, ws: LeanWebSocket) -> None:
+        self.ws = ws
+
+    def put_nowait(self, pkt: Any) -> None:
+        ws = self.ws
+        if pkt is None:
+            ws.close()
+            return
+        encoded = pkt.encode()
+        ws.write(frame(0x2, encoded) if isinstance(encoded, bytes) else text_frame(encoded.encode()))
+        if pkt.packet_type == eio_packet.CLOSE:
+            ws.close()
+
+    async def put(self, pkt: Any) -> None:
+        self.put_nowait(pkt)
+
+    async def join(self) -> None:
+        return None
+
+    def task_done(self) -> None:
+        return None
+
+    def empty(self) -> bool:
+        return True
+
+    def qsize(self) -> int:
+        return 0
+
+
+class _GoneQueue:
+    """The send queue of a socket whose websocket has closed: packets go nowhere."""
+
+    __slots__ = ()
+
+    def put_nowait(self, pkt: Any) -> None:
+        return None
+
+    async def put(self, pkt: Any) -> None:
+        return None
+
+    async def join(self) -> None:
+        return None
+
+    def task_done(self) -> None:
+        return None
+
+    def empty(self) -> bool:
+        return True
+
+    def qsize(self) -> int:
+        return 0
+
+
+_GONE = _GoneQueue()
+
+
+# -- pings -----------------------------------------------------------------------------
+
+
+def ping(sock: Any) -> None:
+    """Send a handed-off socket's Engine.IO ping now, and check for its PONG
+    ``ping_timeout`` later: two timers, no task."""
+    if sock.closing or sock.closed:
+        return
+    sent = sock.last_ping = time.time()
+    sock.queue.put_nowait(eio_packet.Packet(eio_packet.PING))
+    asyncio.get_running_loop().call_later(sock.server.ping_timeout + 0.5, _pong_due, sock, sent)
+
+
+def _pong_due(sock: Any, sent: float) -> None:
+    """No PONG since the ping sent at ``sent``: engine.io closes the socket ("ping timeout")."""
+    if sock.last_ping == sent and not sock.closing and not sock.closed:
+        sock.server.start_background_task(sock.check_ping_timeout)
+
+
+# -- the hand-over ---------------------------------------------------------------------
+
+
+class _DetachedWriter:
+    """What hypercorn's connection writes to once its transport has been handed
+    over: its last writes (a close frame when the ASGI app returns) and its
+    close go nowhere, and the transport stays open for the new protocol. Also
+    the transport of the asyncio ``StreamWriter`` left behind, whose ``__del__``
+    closes a transport that is not closing."""
+
+    __slots__ = ()
+    transport = None
+
+    def write(self, data: bytes) -> None:
+        return None
+
+    async def drain(self) -> None:
+        return None
+
+    def write_eof(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+    async def wait_closed(self) -> None:
+        return None
+
+    def is_closing(self) -> bool:
+        return True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+_DETACHED = _DetachedWriter()
+
+
+def _hypercorn_connection(ws: Any) -> tuple[Any, Any, Any] | None:
+    """(WSStream, H11Protocol, TCPServer) behind engine.io's ASGI websocket, when
+    hypercorn serves it over HTTP/1.1 in the shape this module was written for."""
+    try:
+        from hypercorn.asyncio.tcp_server import TCPServer
+        from hypercorn.protocol.h11 import H11Protocol, H11WSConnection
+        from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
+    except ImportError:
+        return None
+    stream = getattr(getattr(ws, "asgi_send", None), "__self__", None)
+    if not isinstance(stream, WSStream) or stream.closed or stream.state != ASGIWebsocketState.CONNECTED:
+        return None
+    h11 = getattr(stream.send, "__self__", None)
+    tcp = getattr(getattr(h11, "send", None), "__self__", None)
+    if not isinstance(h11, H11Protocol) or not isinstance(tcp, TCPServer):
+        return None
+    if not isinstance(h11.connection, H11WSConnection) or h11.connection.buffer:
+        return None  # bytes after the upgrade request that hypercorn has not passed on yet
+    return stream, h11, tcp
+
+
+def _unread_messages(stream: Any, tcp: Any) -> list[str | bytes] | None:
+    """The whole messages hypercorn has received for the app and the app has not
+    read yet (a client may send right after the upgrade), or None when hypercorn
+    holds a part of a frame or message, or the connection is not plain TCP."""
+    proto = getattr(getattr(stream, "connection", None), "_proto", None)
+    frames = getattr(proto, "_frame_decoder", None)
+    wsproto_buffer = getattr(frames, "buffer", None)
+    app_queue = getattr(getattr(stream, "app_put", None), "__self__", None)
+    reader = tcp.reader
+    if not (
+        wsproto_buffer is not None
+        and len(wsproto_buffer) == 0
+        and getattr(frames, "header", True) is None
+        and getattr(getattr(proto, "_message_decoder", None), "opcode", True) is None
+        and stream.buffer.value is None
+        and isinstance(app_queue, asyncio.Queue)
+        and isinstance(getattr(reader, "_buffer", None), bytearray)
+        and not reader.at_eof()
+        and reader.exception() is None
+        and tcp.writer.get_extra_info("ssl_object") is None
+    ):
+        return None
+    events = list(getattr(app_queue, "_queue", ()))
+    if len(events) != app_queue.qsize():
+        return None
+    messages: list[str | bytes] = []
+    for event in events:
+        data = event.get("text") if event.get("text") is not None else event.get("bytes")
+        if event.get("type") != "websocket.receive" or data is None:
+            return None  # a disconnect: leave the connection to hypercorn
+        messages.append(data)
+    return messages
+
+
+def is_handed_off(sock: Any) -> bool:
+    return type(sock.queue) is DirectQueue
+
+
+def transport_of(sock: Any) -> asyncio.Transport | None:
+    """The transport a handed-off socket's frames can be written to, or None."""
+    queue = sock.queue
+    if type(queue) is not DirectQueue or queue.ws.closed:
+        return None
+    return queue.ws.transport
+
+
+def hand_off(sock: Any, ws: Any) -> LeanWebSocket | None:
+    """Move an accepted Engine.IO websocket from hypercorn onto a ``LeanWebSocket``.
+
+    Everything here is synchronous, so no byte can arrive between the checks
+    and the switch. hypercorn's connection task then sees end-of-file on a
+    reader nobody feeds any more and ends, writing into ``_DetachedWriter``;
+    its ASGI app task ends when the engine.io handler returns. None (nothing
+    changed) when the connection is not in the expected state.
+    """
+    found = _hypercorn_connection(ws)
+    if found is None or sock.closed or sock.closing:
+        return None
+    stream, _, tcp = found
+    unread = _unread_messages(stream, tcp)
+    if unread is None:
+        return None
+    transport = tcp.writer.transport
+    if transport is None or transport.is_closing() or not hasattr(transport, "set_protocol"):
+        return None
+    reader = tcp.reader
+    leftover = bytes(reader._buffer)
+    if unread:
+        stream.app_put.__self__._queue.clear()
+    lean = LeanWebSocket(sock, transport)
+    transport.set_protocol(lean)
+    reader._buffer.clear()
+    if getattr(tcp.writer, "_transport", None) is transport:
+        tcp.writer._transport = _DETACHED  # its __del__ would close the transport it no longer owns
+    tcp.writer = _DETACHED
+    stream.closed = True
+    reader.feed_eof()
+    transport.resume_reading()  # hypercorn's reader may have paused it
+    pending = sock.queue
+    sock.queue = DirectQueue(lean)
+    while not pending.empty():  # the Engine.IO OPEN packet, queued before the handler ran
+        sock.queue.put_nowait(pending.get_nowait())
+    _slim_environ(getattr(ws, "environ", None))
+    ws.environ = ws.asgi_receive = ws.asgi_send = None
+    try:
+        for message in unread:
+            lean.message(message)
+    except _Closed as exc:
+        lean.close(exc.code)
+        return lean
+    if leftover:
+        lean.data_received(leftover)
+    return lean
+
+
+_HANDSHAKE_ONLY = ("asgi.receive", "asgi.send", "wsgi.input", "wsgi.errors")
+
+
+def _slim_environ(environ: dict[str, Any] | None) -> None:
+    """python-socketio keeps each connection's environ for its lifetime: drop what
+    only the handshake needed (the ASGI callables, which would keep hypercorn's
+    connection alive, and the full scope), keep the headers and the peer."""
+    if not isinstance(environ, dict):
+        return
+    scope = environ.get("asgi.scope")
+    if isinstance(scope, dict):
+        environ["asgi.scope"] = {"type": scope.get("type"), "client": scope.get("client"), "path": scope.get("path")}
+    for key in _HANDSHAKE_ONLY:
+        environ.pop(key, None)
+    for key in [k for k in environ if k.startswith("HTTP_SEC_WEBSOCKET_")]:
+        del environ[key]
+
+
+class _EnvironKeepingWebSocket:
+    """Mixin for engine.io's ASGI ``WebSocket``: remembers the environ, so
+    ``hand_off`` can slim it once the handshake is over."""
+
+    environ: dict[str, Any] | None = None
+
+    async def __call__(self, environ: dict[str, Any]) -> Any:
+        self.environ = environ
+        return await super().__call__(environ)  # type: ignore[misc]
+
+
+def install() -> bool:
+    """Make engine.io's ASGI driver keep each websocket's environ; False when the
+    driver has another shape (``hand_off`` then leaves the environ as it is)."""
+    from engineio.async_drivers import asgi as eio_asgi
+
+    upstream = eio_asgi._async.get("websocket")
+    if not isinstance(upstream, type):
+        return False
+    if issubclass(upstream, _EnvironKeepingWebSocket):
+        return True
+    eio_asgi._async["websocket"] = type("WebSocket", (_EnvironKeepingWebSocket, upstream), {})
+    return True
