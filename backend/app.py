@@ -61,8 +61,8 @@ def create_app(settings: Settings | None = None) -> tuple[Any, Quart, Chat]:
         json=OrjsonModule,
         cors_allowed_origins=settings.cors_origin_list,
         max_http_buffer_size=settings.max_payload_bytes,
-        ping_interval=20,
-        ping_timeout=20,
+        ping_interval=settings.ping_interval_seconds,
+        ping_timeout=settings.ping_timeout_seconds,
     )
     # Presence needs the store's Redis client, which exists only once opened.
     presence_holder: list[Presence] = [MemoryPresence()]

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     trusted_proxies: str = ""
     """Comma-separated peer addresses (the load balancer) whose X-Forwarded-For is believed."""
     dedupe_ttl_seconds: int = Field(default=86_400, ge=60)
+    ping_interval_seconds: float = Field(default=20.0, gt=0, le=300, description="Engine.IO ping every this often")
+    ping_timeout_seconds: float = Field(default=20.0, gt=0, le=300, description="a client that misses its pong is gone")
     presence_ttl_seconds: float = Field(default=15.0, gt=1)
     backend_url: str = "http://127.0.0.1:8000"
     instance_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")

@@ -564,10 +564,30 @@ class _EnvironKeepingWebSocket:
         return await super().__call__(environ)  # type: ignore[misc]
 
 
+def _closing_the_websocket(close: Any) -> Any:
+    async def closing(self: Any, *args: Any, **kwargs: Any) -> Any:
+        """``AsyncSocket.close``, then the websocket of a handed-off socket closes
+        too: upstream leaves that to its writer task, which the lean path has not
+        (a ping timeout, for one, never sends the CLOSE packet that would do it)."""
+        try:
+            return await close(self, *args, **kwargs)
+        finally:
+            if self.closed and type(self.queue) is DirectQueue:
+                self.queue.ws.close()
+
+    closing.fc_lean = True  # type: ignore[attr-defined]
+    return closing
+
+
 def install() -> bool:
-    """Make engine.io's ASGI driver keep each websocket's environ; False when the
-    driver has another shape (``hand_off`` then leaves the environ as it is)."""
+    """Make engine.io close a handed-off socket's websocket with the socket, and
+    its ASGI driver keep each websocket's environ; False when the driver has
+    another shape (``hand_off`` then leaves the environ as it is)."""
     from engineio.async_drivers import asgi as eio_asgi
+    from engineio.async_socket import AsyncSocket
+
+    if not getattr(AsyncSocket.close, "fc_lean", False):
+        AsyncSocket.close = _closing_the_websocket(AsyncSocket.close)  # type: ignore[method-assign]
 
     upstream = eio_asgi._async.get("websocket")
     if not isinstance(upstream, type):
