@@ -18,7 +18,7 @@ import socketio
 from quart import Quart
 from quart_schema import Info, QuartSchema
 
-from backend import http, logs
+from backend import http, lean_websocket, logs
 from backend.bridge import bridge
 from backend.chat import Chat, run_periodically
 from backend.config import Settings, get_settings
@@ -47,6 +47,7 @@ REDIS_MANAGER_OPTIONS = {"socket_connect_timeout": 1.0, "health_check_interval":
 def create_app(settings: Settings | None = None) -> tuple[Any, Quart, Chat]:
     """The ASGI app, the Quart app and the chat service, wired for ``settings``."""
     settings = settings or get_settings()
+    lean_websocket.enabled = settings.lean_websockets
     metrics = Metrics()
     store = build_store(settings)
     fleet = settings.redis_url is not None

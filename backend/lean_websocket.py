@@ -52,6 +52,8 @@ INVALID_DATA = 1007
 TOO_BIG = 1009
 
 _live = 0
+enabled = True
+"""``CHAT_LEAN_WEBSOCKETS``: off, every connection stays with hypercorn and engine.io's own loop."""
 
 
 def live_count() -> int:
@@ -299,7 +301,32 @@ class LeanWebSocket(asyncio.Protocol):
             sock.queue = _GONE
 
 
-class DirectQueue:
+class _GoneQueue:
+    """The send queue of a socket whose websocket has closed: packets go nowhere.
+    Also the part of ``asyncio.Queue`` that python-engineio uses on a socket."""
+
+    __slots__ = ()
+
+    def put_nowait(self, pkt: Any) -> None:
+        return None
+
+    async def put(self, pkt: Any) -> None:
+        self.put_nowait(pkt)
+
+    async def join(self) -> None:
+        return None
+
+    def task_done(self) -> None:
+        return None
+
+    def empty(self) -> bool:
+        return True
+
+    def qsize(self) -> int:
+        return 0
+
+
+class DirectQueue(_GoneQueue):
     """engine.io's send queue for a handed-off socket: a packet put here is
     written to the websocket at once. ``None`` (engine.io's "stop writing") and
     a CLOSE packet close the websocket."""
@@ -318,45 +345,6 @@ class DirectQueue:
         ws.write(frame(0x2, encoded) if isinstance(encoded, bytes) else text_frame(encoded.encode()))
         if pkt.packet_type == eio_packet.CLOSE:
             ws.close()
-
-    async def put(self, pkt: Any) -> None:
-        self.put_nowait(pkt)
-
-    async def join(self) -> None:
-        return None
-
-    def task_done(self) -> None:
-        return None
-
-    def empty(self) -> bool:
-        return True
-
-    def qsize(self) -> int:
-        return 0
-
-
-class _GoneQueue:
-    """The send queue of a socket whose websocket has closed: packets go nowhere."""
-
-    __slots__ = ()
-
-    def put_nowait(self, pkt: Any) -> None:
-        return None
-
-    async def put(self, pkt: Any) -> None:
-        return None
-
-    async def join(self) -> None:
-        return None
-
-    def task_done(self) -> None:
-        return None
-
-    def empty(self) -> bool:
-        return True
-
-    def qsize(self) -> int:
-        return 0
 
 
 _GONE = _GoneQueue()
@@ -495,6 +483,8 @@ def hand_off(sock: Any, ws: Any) -> LeanWebSocket | None:
     its ASGI app task ends when the engine.io handler returns. None (nothing
     changed) when the connection is not in the expected state.
     """
+    if not enabled:
+        return None
     found = _hypercorn_connection(ws)
     if found is None or sock.closed or sock.closing:
         return None

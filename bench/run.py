@@ -937,7 +937,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="embedded = one instance, no REDIS_URL (labelled as such)",
     )
     ap.add_argument("--fleetchat-server", choices=SERVERS, default="hypercorn", help="ASGI server for fleetchat")
-    ap.add_argument("--fleetchat-args", default="", help="extra ASGI server args for fleetchat, e.g. '-k uvloop'")
+    ap.add_argument(
+        "--fleetchat-args",
+        default="-k uvloop --workers 0",
+        help="extra ASGI server args for fleetchat (default: the Procfile's, uvloop in the server's own process)",
+    )
     ap.add_argument("--node-args", default="")
     ap.add_argument("--naive-server", choices=SERVERS, default="hypercorn", help="ASGI server for the naive peer")
     ap.add_argument("--naive-args", default="", help="extra ASGI server args for the naive peer")

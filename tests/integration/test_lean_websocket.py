@@ -239,3 +239,25 @@ async def test_a_client_that_stops_answering_pings_is_dropped_and_one_that_answe
     finally:
         mute.close()
         alive.close()
+
+
+async def test_with_the_lean_path_off_connections_stay_with_hypercorn_and_chat_works(backends):
+    backend = backends(
+        env={"CHAT_LEAN_WEBSOCKETS": "false", "CHAT_PING_INTERVAL_SECONDS": "0.5", "CHAT_PING_TIMEOUT_SECONDS": "0.5"}
+    )
+    room = "heavy-" + uuid.uuid4().hex[:8]
+    alice = await ChatClient(backend.url, "alice").connect()
+    bob = await ChatClient(backend.url, "bob").connect(transports=["polling", "websocket"])
+    mute = await RawWebSocket.open(backend.url)
+    try:
+        await mute.connect_socketio("mute")
+        await alice.join(room)
+        await bob.join(room)
+        assert (await alice.send(room, "through hypercorn"))["ok"]
+        await async_wait_for(lambda: "through hypercorn" in bob.texts(room), 10, what="delivery")
+        assert lean_count(backend.url) == 0
+        await async_wait_for(lambda: connected(backend.url) == 2, 15, what="the mute one dropped on ping timeout")
+    finally:
+        mute.close()
+        await alice.close()
+        await bob.close()
