@@ -176,7 +176,8 @@ class Chat:
         if room in conn.joining:
             raise ChatError("bad_request", f"a join of {room!r} is already in progress")
         rejoin = room in conn.rooms
-        if not rejoin and len(conn.rooms) + len(conn.joining) >= self.settings.max_rooms_per_connection:
+        # a join in flight is in ``joining`` and, from ``_join_room`` on, in ``rooms`` too: count it once
+        if not rejoin and len(conn.rooms | conn.joining) >= self.settings.max_rooms_per_connection:
             raise ChatError("too_many_rooms", f"at most {self.settings.max_rooms_per_connection} rooms per connection")
         conn.joining.add(room)  # reserved before the first await: concurrent joins see it
         try:
