@@ -91,6 +91,11 @@ def unmask(payload: bytes | bytearray, mask: bytes | bytearray) -> bytes:
     return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
 
 
+def _valid_close_code(code: int) -> bool:
+    """A code a peer may send (RFC 6455, section 7.4): the defined ones, or 3000-4999."""
+    return code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011) or 3000 <= code < 5000
+
+
 class _Closed(Exception):
     """The frame parser met something that ends the connection with ``code``."""
 
@@ -195,7 +200,7 @@ class LeanWebSocket(asyncio.Protocol):
                 raise _Closed(PROTOCOL_ERROR, "fragmented or oversized control frame")
             if opcode == 0x8:
                 code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else NORMAL
-                self.close(code if 1000 <= code < 5000 and code not in (1004, 1005, 1006, 1015) else PROTOCOL_ERROR)
+                self.close(code if len(payload) != 1 and _valid_close_code(code) else PROTOCOL_ERROR)
             elif opcode == 0x9:
                 self.write(frame(0xA, payload))
             elif opcode != 0xA:
