@@ -205,6 +205,8 @@ class RedisStore(MessageStore):
         return RoomInfo(epoch.decode(), int(seq or 0))
 
     async def latest(self, room: str, limit: int, before_seq: int | None = None) -> tuple[list[Message], bool]:
+        if before_seq is not None and before_seq <= 0:
+            return [], False  # nothing comes before seq 0, and "(0-0" is not a range Redis accepts
         _, log_key, _ = _keys(room)
         top = "+" if before_seq is None else f"({before_seq}-0"
         try:

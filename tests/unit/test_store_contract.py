@@ -68,6 +68,8 @@ async def test_latest_pages_backwards_and_after_reads_forwards(store):
     assert [m["seq"] for m in page] == list(range(21, 31)) and more
     page, more = await store.latest(r, 10, before_seq=5)
     assert [m["seq"] for m in page] == [1, 2, 3, 4] and not more
+    assert await store.latest(r, 10, before_seq=1) == ([], False)
+    assert await store.latest(r, 10, before_seq=0) == ([], False)  # found by fuzzing the fleet
     assert [m["seq"] for m in await store.after(r, 27, 100)] == [28, 29, 30]
     assert [m["seq"] for m in await store.after(r, 0, 3)] == [1, 2, 3]
     assert await store.after(r, 30, 10) == []
