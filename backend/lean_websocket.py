@@ -518,6 +518,7 @@ def hand_off(sock: Any, ws: Any) -> LeanWebSocket | None:
     while not pending.empty():  # the Engine.IO OPEN packet, queued before the handler ran
         sock.queue.put_nowait(pending.get_nowait())
     _slim_environ(getattr(ws, "environ", None))
+    _slim_environ(_socketio_environ(sock))  # a long-polling start's: its HTTP request is long over
     ws.environ = ws.asgi_receive = ws.asgi_send = None
     try:
         for message in unread:
@@ -528,6 +529,13 @@ def hand_off(sock: Any, ws: Any) -> LeanWebSocket | None:
     if leftover:
         lean.data_received(leftover)
     return lean
+
+
+def _socketio_environ(sock: Any) -> dict[str, Any] | None:
+    """The environ python-socketio keeps for this connection: the first request's."""
+    owner = getattr(sock.server.handlers.get("connect"), "__self__", None)
+    environs = getattr(owner, "environ", None)
+    return environs.get(sock.sid) if isinstance(environs, dict) else None
 
 
 _HANDSHAKE_ONLY = ("asgi.receive", "asgi.send", "wsgi.input", "wsgi.errors")

@@ -54,7 +54,8 @@ class Drain:
     def _close_all(self) -> int:
         sockets = [s for s in self._server.eio.sockets.values() if not s.closed]
         for sock in sockets:
-            # None wakes the socket's writer, which closes the websocket normally.
+            # None closes the websocket normally: at once for a handed-off socket
+            # (backend/lean_websocket.py), through its writer task otherwise.
             with contextlib.suppress(Exception):
                 sock.queue.put_nowait(None)
         bridges = list(self.bridge_closers.values())
