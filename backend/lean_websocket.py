@@ -41,6 +41,15 @@ SLOW_CONSUMER_BYTES = 4 << 20
 """A recipient with more unsent bytes than this cannot keep up and is cut off
 rather than growing this process's memory without bound."""
 
+CLOSE_LINGER = 2.0
+"""After sending a close frame, read and discard for up to this long while the
+peer closes its side: closing a socket with unread input makes the kernel send
+a reset, which can destroy the close frame before the peer reads it."""
+
+FRAGMENT_COST = 16
+"""Bytes each fragment of a message counts against the size limit beyond its
+payload, so a stream of empty fragments is bounded too."""
+
 INBOX_PAUSE = 64
 """Stop reading a socket while this many of its packets wait for their handler,
 so a client that floods frames faster than they are handled is paced by TCP."""
@@ -107,7 +116,19 @@ class _Closed(Exception):
 class LeanWebSocket(asyncio.Protocol):
     """The WebSocket of one Engine.IO socket, on its transport, after the handshake."""
 
-    __slots__ = ("_buf", "_inbox", "_lost", "_opcode", "_parts", "_paused", "_task", "closed", "sock", "transport")
+    __slots__ = (
+        "_buf",
+        "_inbox",
+        "_lost",
+        "_opcode",
+        "_parts",
+        "_parts_size",
+        "_paused",
+        "_task",
+        "closed",
+        "sock",
+        "transport",
+    )
 
     def __init__(self, sock: Any, transport: asyncio.Transport) -> None:
         global _live
@@ -117,6 +138,7 @@ class LeanWebSocket(asyncio.Protocol):
         """No frame is written once this is set: a close frame went out, or the peer is gone."""
         self._buf: bytearray | None = None
         self._parts: list[bytes] | None = None
+        self._parts_size = 0
         self._opcode = 0
         self._inbox: collections.deque[Any] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -138,12 +160,23 @@ class LeanWebSocket(asyncio.Protocol):
         transport.write(data)
 
     def close(self, code: int = NORMAL) -> None:
-        """Send a close frame and close the TCP connection once it is written."""
+        """Send a close frame and end our side of the TCP connection after it; the
+        connection ends when the peer closes its side, or ``CLOSE_LINGER`` later."""
         if self.closed:
             return
-        self.transport.write(close_frame(code))
         self.closed = True
-        self.transport.close()
+        transport = self.transport
+        transport.write(close_frame(code))
+        try:
+            transport.write_eof()
+        except (NotImplementedError, OSError, RuntimeError):
+            transport.close()
+            return
+        asyncio.get_running_loop().call_later(CLOSE_LINGER, self._hang_up)
+
+    def _hang_up(self) -> None:
+        if not self._lost:
+            self.transport.abort()
 
     # -- reading -------------------------------------------------------------------
 
@@ -162,13 +195,19 @@ class LeanWebSocket(asyncio.Protocol):
             self._buf = None
             self.close(exc.code)
             return
-        self._buf = bytearray(buf[used:]) if used < len(buf) else None
+        if used >= len(buf) or self.closed:
+            self._buf = None
+        elif isinstance(buf, bytearray):
+            del buf[:used]
+            self._buf = buf
+        else:
+            self._buf = bytearray(buf[used:])
 
     def _frames(self, buf: bytes | bytearray) -> int:
         """Handle every complete frame in ``buf``; how many bytes they took."""
         limit = self.sock.server.max_http_buffer_size * 4 + 64  # UTF-8: at most 4 bytes a character
         pos, end = 0, len(buf)
-        while end - pos >= 2 and not self.closed:
+        while end - pos >= 2 and not self.closed and not self._paused:
             b0, b1 = buf[pos], buf[pos + 1]
             length, head = b1 & 0x7F, 2
             if length == 126:
@@ -210,7 +249,8 @@ class LeanWebSocket(asyncio.Protocol):
             if self._parts is None:
                 raise _Closed(PROTOCOL_ERROR, "continuation without a message")
             self._parts.append(payload)
-            if sum(map(len, self._parts)) > self.sock.server.max_http_buffer_size * 4 + 64:
+            self._parts_size += len(payload) + FRAGMENT_COST
+            if self._parts_size > self.sock.server.max_http_buffer_size * 4 + 64:
                 raise _Closed(TOO_BIG, "fragmented message too big")
             if final:
                 payload, opcode, self._parts = b"".join(self._parts), self._opcode, None
@@ -220,7 +260,7 @@ class LeanWebSocket(asyncio.Protocol):
             if self._parts is not None:
                 raise _Closed(PROTOCOL_ERROR, "new message inside a fragmented one")
             if not final:
-                self._parts, self._opcode = [payload], opcode
+                self._parts, self._opcode, self._parts_size = [payload], opcode, len(payload) + FRAGMENT_COST
                 return
         else:
             raise _Closed(PROTOCOL_ERROR, f"unknown opcode {opcode}")
@@ -279,6 +319,7 @@ class LeanWebSocket(asyncio.Protocol):
                 elif self._paused and len(self._inbox) < INBOX_PAUSE // 2:
                     self._paused = False
                     self.transport.resume_reading()
+                    self.data_received(b"")  # the frames left unparsed when it paused
             self._inbox = None
             if self._lost:
                 await self._forget()
@@ -371,7 +412,14 @@ def ping(sock: Any) -> None:
 def _pong_due(sock: Any, sent: float) -> None:
     """No PONG since the ping sent at ``sent``: engine.io closes the socket ("ping timeout")."""
     if sock.last_ping == sent and not sock.closing and not sock.closed:
-        sock.server.start_background_task(sock.check_ping_timeout)
+        sock.server.start_background_task(_check_ping_timeout, sock)
+
+
+async def _check_ping_timeout(sock: Any) -> None:
+    try:
+        await sock.check_ping_timeout()
+    except eio_exceptions.SocketIsClosedError:
+        pass  # closed meanwhile: nothing left to time out
 
 
 # -- the hand-over ---------------------------------------------------------------------
@@ -450,8 +498,10 @@ def _unread_messages(stream: Any, tcp: Any) -> list[str | bytes] | None:
         and stream.buffer.value is None
         and isinstance(app_queue, asyncio.Queue)
         and isinstance(getattr(reader, "_buffer", None), bytearray)
-        and not reader.at_eof()
+        and not getattr(reader, "_eof", True)  # the peer has not half-closed
         and reader.exception() is None
+        and not tcp.send_lock.locked()  # no write of hypercorn's waits on a drain the new protocol would never wake
+        and getattr(getattr(stream.connection, "state", None), "name", None) == "OPEN"
         and tcp.writer.get_extra_info("ssl_object") is None
     ):
         return None

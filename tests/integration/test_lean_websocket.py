@@ -174,6 +174,7 @@ async def test_control_frames_and_fragmented_messages_follow_rfc_6455(embedded):
         (RawWebSocket.frame(TEXT, b"not engine.io"), 1002),  # not an Engine.IO packet
         (bytes([0x81, 0xFF]) + (1 << 40).to_bytes(8, "big") + b"mask", 1009),  # a terabyte announced
         (RawWebSocket.frame(TEXT, b"4" + b"x" * 70_000), 1009),  # over CHAT_MAX_PAYLOAD_BYTES
+        (RawWebSocket.frame(TEXT, b"4" + b"x" * 2_000_000), 1009),  # refused from its header, the rest still coming
     ],
     ids=[
         "unmasked",
@@ -185,6 +186,7 @@ async def test_control_frames_and_fragmented_messages_follow_rfc_6455(embedded):
         "not-eio",
         "huge",
         "too-big",
+        "too-big-in-flight",
     ],
 )
 async def test_a_bad_frame_closes_that_connection_with_the_matching_code(embedded, frame, code):

@@ -5,7 +5,9 @@ hypercorn; here hypothesis drives it with many more streams than a socket can)."
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import Iterable
 from typing import Any
 
 from hypothesis import given, settings
@@ -28,6 +30,9 @@ class Transport:
 
     def close(self) -> None:
         self.closed = True
+
+    def write_eof(self) -> None:
+        self.closed = True  # the parser's side is done: what follows is the close linger
 
     def abort(self) -> None:
         self.closed = True
@@ -60,6 +65,19 @@ class Recorder(LeanWebSocket):
 
     def message(self, data: str | bytes) -> None:
         self.messages.append(data)
+
+
+LOOP = asyncio.new_event_loop()
+
+
+def feed(ws: LeanWebSocket, pieces: Iterable[bytes]) -> None:
+    """Deliver ``pieces`` as the transport would, from inside a running event loop."""
+
+    async def deliver() -> None:
+        for piece in pieces:
+            ws.data_received(piece)
+
+    LOOP.run_until_complete(deliver())
 
 
 def client_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
@@ -102,8 +120,7 @@ def test_valid_frames_give_the_same_messages_however_the_stream_is_split(msgs, c
                 stream += client_frame(0x9, b"ping")  # control frames may sit between fragments
     ws = Recorder()
     byte_by_byte = data.draw(st.booleans())
-    for piece in [stream[i : i + 1] for i in range(len(stream))] if byte_by_byte else split(stream, cuts):
-        ws.data_received(piece)
+    feed(ws, [stream[i : i + 1] for i in range(len(stream))] if byte_by_byte else split(stream, cuts))
     assert ws.messages == msgs
     assert not ws.transport.closed
 
@@ -112,8 +129,7 @@ def test_valid_frames_give_the_same_messages_however_the_stream_is_split(msgs, c
 @given(st.binary(max_size=400), st.lists(st.integers(min_value=0, max_value=400), max_size=10))
 def test_any_bytes_either_parse_or_close_the_connection_and_never_raise(garbage, cuts):
     ws = Recorder()
-    for piece in split(garbage, cuts):
-        ws.data_received(piece)
+    feed(ws, split(garbage, cuts))
     for written in ws.transport.written:
         assert written[0] in (0x88, 0x8A), written  # only a close or a pong goes back
     if ws.transport.closed:
@@ -123,6 +139,15 @@ def test_any_bytes_either_parse_or_close_the_connection_and_never_raise(garbage,
 
 def test_a_frame_longer_than_allowed_is_refused_from_its_header():
     ws = Recorder()
-    ws.data_received(bytes([0x81, 0xFF]) + (1 << 40).to_bytes(8, "big"))
+    feed(ws, [bytes([0x81, 0xFF]) + (1 << 40).to_bytes(8, "big")])
     assert ws.transport.closed
     assert ws.transport.written == [frame(0x8, (1009).to_bytes(2, "big"))]
+
+
+def test_empty_fragments_count_against_the_size_limit():
+    fragments = [client_frame(0x1, b"4", fin=False)] + [client_frame(0x0, b"", fin=False)] * 20_000
+    ws = Recorder()
+    feed(ws, [b"".join(fragments)])
+    assert ws.transport.closed
+    assert ws.transport.written[-1] == frame(0x8, (1009).to_bytes(2, "big"))
+    assert ws.messages == []
