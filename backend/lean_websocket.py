@@ -460,25 +460,40 @@ class _DetachedWriter:
 _DETACHED = _DetachedWriter()
 
 
-def _hypercorn_connection(ws: Any) -> tuple[Any, Any, Any] | None:
+def hypercorn_connection(ws: Any) -> tuple[Any, Any, Any] | None:
     """(WSStream, H11Protocol, TCPServer) behind engine.io's ASGI websocket, when
     hypercorn serves it over HTTP/1.1 in the shape this module was written for."""
     try:
         from hypercorn.asyncio.tcp_server import TCPServer
-        from hypercorn.protocol.h11 import H11Protocol, H11WSConnection
-        from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
+        from hypercorn.protocol.h11 import H11Protocol
+        from hypercorn.protocol.ws_stream import WSStream
     except ImportError:
         return None
     stream = getattr(getattr(ws, "asgi_send", None), "__self__", None)
-    if not isinstance(stream, WSStream) or stream.closed or stream.state != ASGIWebsocketState.CONNECTED:
+    if not isinstance(stream, WSStream):
         return None
     h11 = getattr(stream.send, "__self__", None)
     tcp = getattr(getattr(h11, "send", None), "__self__", None)
     if not isinstance(h11, H11Protocol) or not isinstance(tcp, TCPServer):
         return None
-    if not isinstance(h11.connection, H11WSConnection) or h11.connection.buffer:
-        return None  # bytes after the upgrade request that hypercorn has not passed on yet
     return stream, h11, tcp
+
+
+def _accepted_connection(ws: Any) -> tuple[Any, Any, Any] | None:
+    """``hypercorn_connection``, once the websocket is accepted and hypercorn holds
+    no bytes after the upgrade request that it has not passed on yet."""
+    found = hypercorn_connection(ws)
+    if found is None:
+        return None
+    from hypercorn.protocol.h11 import H11WSConnection
+    from hypercorn.protocol.ws_stream import ASGIWebsocketState
+
+    stream, h11, _ = found
+    if stream.closed or stream.state != ASGIWebsocketState.CONNECTED:
+        return None
+    if not isinstance(h11.connection, H11WSConnection) or h11.connection.buffer:
+        return None
+    return found
 
 
 def _unread_messages(stream: Any, tcp: Any) -> list[str | bytes] | None:
@@ -540,7 +555,7 @@ def hand_off(sock: Any, ws: Any) -> LeanWebSocket | None:
     """
     if not enabled:
         return None
-    found = _hypercorn_connection(ws)
+    found = _accepted_connection(ws)
     if found is None or sock.closed or sock.closing:
         return None
     stream, _, tcp = found

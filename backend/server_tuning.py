@@ -73,19 +73,10 @@ WS_TRANSPORT_ATTR = "fc_transport"
 
 
 def _hypercorn_transport(ws: Any) -> Any:
-    try:
-        from hypercorn.asyncio.tcp_server import TCPServer
-        from hypercorn.protocol.h11 import H11Protocol
-        from hypercorn.protocol.ws_stream import WSStream
-    except ImportError:
+    found = lean_websocket.hypercorn_connection(ws)
+    if found is None:
         return None
-    stream = getattr(getattr(ws, "asgi_send", None), "__self__", None)
-    if not isinstance(stream, WSStream):
-        return None
-    h11 = getattr(stream.send, "__self__", None)
-    tcp = getattr(getattr(h11, "send", None), "__self__", None)
-    if not isinstance(h11, H11Protocol) or not isinstance(tcp, TCPServer):
-        return None
+    stream, _, tcp = found
     return stream, tcp.writer.transport
 
 
