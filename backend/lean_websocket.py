@@ -203,9 +203,14 @@ class LeanWebSocket(asyncio.Protocol):
         else:
             self._buf = bytearray(buf[used:])
 
+    def _byte_limit(self) -> int:
+        """Bytes a frame or fragmented message may carry before it is refused unread:
+        the packet limit counts characters, and UTF-8 takes at most 4 bytes for one."""
+        return self.sock.server.max_http_buffer_size * 4 + 64
+
     def _frames(self, buf: bytes | bytearray) -> int:
         """Handle every complete frame in ``buf``; how many bytes they took."""
-        limit = self.sock.server.max_http_buffer_size * 4 + 64  # UTF-8: at most 4 bytes a character
+        limit = self._byte_limit()
         pos, end = 0, len(buf)
         while end - pos >= 2 and not self.closed and not self._paused:
             b0, b1 = buf[pos], buf[pos + 1]
@@ -250,7 +255,7 @@ class LeanWebSocket(asyncio.Protocol):
                 raise _Closed(PROTOCOL_ERROR, "continuation without a message")
             self._parts.append(payload)
             self._parts_size += len(payload) + FRAGMENT_COST
-            if self._parts_size > self.sock.server.max_http_buffer_size * 4 + 64:
+            if self._parts_size > self._byte_limit():
                 raise _Closed(TOO_BIG, "fragmented message too big")
             if final:
                 payload, opcode, self._parts = b"".join(self._parts), self._opcode, None
