@@ -27,6 +27,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,17 +72,18 @@ def check_port_free(port: int, what: str) -> None:
             ) from None
 
 
-async def http_status(port: int, path: str, timeout: float = 1.0) -> int | None:
-    """The status code of ``GET path`` on 127.0.0.1:port, or None if nothing answers."""
+async def _get(
+    port: int, path: str, timeout: float, read: Callable[[asyncio.StreamReader], Awaitable[bytes]]
+) -> bytes | None:
+    """``GET path`` on 127.0.0.1:port over HTTP/1.0; what ``read`` takes of the
+    response, or None if nothing answers in time."""
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
     except (TimeoutError, OSError):
         return None
     try:
         writer.write(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
-        line = await asyncio.wait_for(reader.readline(), timeout)
-        parts = line.split()
-        return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
+        return await asyncio.wait_for(read(reader), timeout)
     except (TimeoutError, OSError):
         return None
     finally:
@@ -90,20 +92,17 @@ async def http_status(port: int, path: str, timeout: float = 1.0) -> int | None:
             await writer.wait_closed()
 
 
+async def http_status(port: int, path: str, timeout: float = 1.0) -> int | None:
+    """The status code of ``GET path`` on 127.0.0.1:port, or None if nothing answers."""
+    line = await _get(port, path, timeout, lambda reader: reader.readline())
+    parts = line.split() if line is not None else []
+    return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
+
+
 async def http_body(port: int, path: str, timeout: float = 1.0) -> bytes | None:
     """The stripped body of ``GET path`` on 127.0.0.1:port, or None."""
-    try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
-    except (TimeoutError, OSError):
-        return None
-    try:
-        writer.write(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
-        response = await asyncio.wait_for(reader.read(), timeout)  # HTTP/1.0: read to the close
-        return response.partition(b"\r\n\r\n")[2].strip()
-    except (TimeoutError, OSError):
-        return None
-    finally:
-        writer.close()
+    response = await _get(port, path, timeout, lambda reader: reader.read())  # HTTP/1.0: read to the close
+    return response.partition(b"\r\n\r\n")[2].strip() if response is not None else None
 
 
 async def redis_answers(port: int) -> bool:
