@@ -315,29 +315,27 @@ async def _upgrade_probe(sock: Any, ws: Any) -> bool:
 
     sock.upgrading = True  # hold packet sends during the upgrade
     try:
-        probe = packet.Packet(encoded_packet=await wait())
-    except Exception:
+        try:
+            probe = packet.Packet(encoded_packet=await wait())
+        except Exception:
+            return False
+        if probe.packet_type != packet.PING or probe.data != "probe":
+            sock.server.logger.info("%s: Failed websocket upgrade, no PING packet", sock.sid)
+            return False
+        await ws.send(packet.Packet(packet.PONG, data="probe").encode())
+        await sock.queue.put(packet.Packet(packet.NOOP))  # end the pending poll
+        try:
+            upgrade = packet.Packet(encoded_packet=await wait())
+        except Exception:
+            return False
+        if upgrade.packet_type != packet.UPGRADE:
+            sock.upgraded = False
+            sock.server.logger.info("%s: Failed websocket upgrade, expected UPGRADE packet", sock.sid)
+            return False
+        sock.upgraded = True
+        return True
+    finally:
         sock.upgrading = False
-        return False
-    if probe.packet_type != packet.PING or probe.data != "probe":
-        sock.server.logger.info("%s: Failed websocket upgrade, no PING packet", sock.sid)
-        sock.upgrading = False
-        return False
-    await ws.send(packet.Packet(packet.PONG, data="probe").encode())
-    await sock.queue.put(packet.Packet(packet.NOOP))  # end the pending poll
-    try:
-        upgrade = packet.Packet(encoded_packet=await wait())
-    except Exception:
-        sock.upgrading = False
-        return False
-    if upgrade.packet_type != packet.UPGRADE:
-        sock.upgraded = False
-        sock.server.logger.info("%s: Failed websocket upgrade, expected UPGRADE packet", sock.sid)
-        sock.upgrading = False
-        return False
-    sock.upgraded = True
-    sock.upgrading = False
-    return True
 
 
 def _eio_exceptions() -> Any:
