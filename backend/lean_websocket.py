@@ -312,10 +312,8 @@ class LeanWebSocket(asyncio.Protocol):
                 pkt = self._inbox.popleft()
                 try:
                     await sock.receive(pkt)
-                except eio_exceptions.UnknownPacketError:
-                    pass
-                except eio_exceptions.SocketIsClosedError:
-                    self._inbox.clear()
+                except (eio_exceptions.UnknownPacketError, eio_exceptions.SocketIsClosedError):
+                    pass  # a closed socket is handled just below
                 except Exception:
                     log.exception("%s: receive error", sock.sid)
                 if sock.closed:
