@@ -1,16 +1,22 @@
-"""The fleetchat pages and the Reflex app."""
+"""The fleetchat page and the Reflex app.
+
+The app has no server-side state: the tab's chat engine (assets/fleetchat.js)
+runs in the browser and talks to the chat fleet itself, so `reflex run`
+serves a page and nothing per message (README: "The UI tier").
+"""
 
 from __future__ import annotations
 
 import reflex as rx
+from reflex_base.event import FORM_DATA
 
+from frontend import chat
 from frontend.components.header import header
 from frontend.components.messages import composer, message_list, typing_line
 from frontend.components.sidebar import sidebar
-from frontend.state import MAX_NAME, ChatState
 
 
-def start_page() -> rx.Component:
+def start_card() -> rx.Component:
     """Pick a name; each tab is its own user."""
     return rx.center(
         rx.card(
@@ -22,21 +28,20 @@ def start_page() -> rx.Component:
                         id="name-input",
                         name="name",
                         placeholder="Your name",
-                        default_value=ChatState.name,
-                        max_length=MAX_NAME,
+                        max_length=chat.MAX_NAME,
                         auto_focus=True,
                         size="3",
                         width="100%",
                     ),
                     rx.cond(
-                        ChatState.form_error != "",
-                        rx.text(ChatState.form_error, id="name-error", color_scheme="red", size="2"),
+                        chat.form_error != "",
+                        rx.text(chat.form_error, id="name-error", color_scheme="red", size="2"),
                     ),
                     rx.button("Start chatting", id="name-submit", type="submit", size="3", width="100%"),
                     spacing="3",
                     width="100%",
                 ),
-                on_submit=ChatState.pick_name,
+                on_submit=chat.action("pickName", FORM_DATA),
             ),
             width="min(92vw, 380px)",
             size="3",
@@ -47,7 +52,7 @@ def start_page() -> rx.Component:
     )
 
 
-def chat_page() -> rx.Component:
+def chat_view() -> rx.Component:
     return rx.flex(
         header(),
         rx.flex(
@@ -73,6 +78,13 @@ def chat_page() -> rx.Component:
     )
 
 
+def index() -> rx.Component:
+    return rx.fragment(
+        chat.FleetchatClient.create(urls=chat.backend_urls()),
+        rx.cond(chat.named, chat_view(), start_card()),
+    )
+
+
 app = rx.App(stylesheets=["/chat.css"])
-app.add_page(start_page, route="/", title="fleetchat")
-app.add_page(chat_page, route="/chat", title="fleetchat", on_load=[ChatState.enter_chat, ChatState.listen])
+app.add_page(index, route="/", title="fleetchat")
+app.add_page(index, route="/chat", title="fleetchat")

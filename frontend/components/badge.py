@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import reflex as rx
 
-from frontend.state import ChatState
+from frontend import chat
 
 
 def connection_badge() -> rx.Component:
     return rx.badge(
-        ChatState.status,
+        chat.status,
         id="conn-badge",
-        data_status=ChatState.status,
-        title=ChatState.backend,
+        data_status=chat.status,
+        title=chat.backend,
         color_scheme=rx.match(
-            ChatState.status,
+            chat.status,
             ("connected", "green"),
             ("offline", "red"),
             "amber",

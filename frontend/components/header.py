@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import reflex as rx
 
+from frontend import chat
 from frontend.components.badge import connection_badge
-from frontend.state import ChatState
 
 
 def header() -> rx.Component:
@@ -13,21 +13,21 @@ def header() -> rx.Component:
         rx.heading("fleetchat", size="4", class_name="desktop-only"),
         rx.button(
             "Rooms",
-            rx.badge(ChatState.members.length(), radius="full", variant="surface"),
+            rx.badge(chat.members.length(), radius="full", variant="surface"),
             id="rooms-toggle",
-            on_click=ChatState.toggle_sidebar,
+            on_click=chat.action("toggleSidebar"),
             size="2",
             variant="soft",
             class_name="mobile-only",
         ),
-        rx.text("# " + ChatState.room, id="room-title", size="4", weight="bold", class_name="room-title", flex="1"),
+        rx.text("# " + chat.room, id="room-title", size="4", weight="bold", class_name="room-title", flex="1"),
         rx.cond(
-            ChatState.joined.length() > 1,
+            chat.can_leave,
             rx.button(
-                "Leave", id="leave-room", size="1", variant="ghost", on_click=ChatState.leave_room(ChatState.room)
+                "Leave", id="leave-room", size="1", variant="ghost", on_click=chat.action("leaveRoom", chat.room)
             ),
         ),
-        rx.text(ChatState.name, id="me", size="2", color_scheme="gray", class_name="room-title", max_width="30%"),
+        rx.text(chat.name, id="me", size="2", color_scheme="gray", class_name="room-title", max_width="30%"),
         connection_badge(),
         rx.color_mode.button(id="color-mode", size="2", variant="ghost"),
         align="center",

@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import reflex as rx
+from reflex_base.event import FORM_DATA
 
-from frontend.chatlog import ChatLine
-from frontend.state import ChatState
+from frontend import chat
 
 # User text is a text node, never markup; long words wrap instead of widening the page.
 TEXT_STYLE = {"white_space": "pre-wrap", "overflow_wrap": "anywhere", "word_break": "break-word"}
 
 
-def message_line(line: ChatLine) -> rx.Component:
+@rx.memo
+def message_line(line: rx.Var[chat.ChatLine], rest: rx.RestProp) -> rx.Component:
+    """One message. Memoized: a new message renders one line, not the whole list."""
     return rx.box(
         rx.hstack(
             rx.text(line.user, size="1", weight="bold", class_name="msg-user", style=TEXT_STYLE),
-            rx.text(
-                rx.cond(line.pending, "sending…", line.time),
-                size="1",
-                color_scheme="gray",
-                class_name="msg-time",
-            ),
+            rx.text(rx.cond(line.pending, "sending…", line.time), size="1", color_scheme="gray", class_name="msg-time"),
             spacing="2",
             align="baseline",
         ),
@@ -47,21 +44,21 @@ def message_list() -> rx.Component:
     return rx.box(
         rx.vstack(
             rx.cond(
-                ChatState.has_older,
+                chat.has_older,
                 rx.button(
-                    rx.cond(ChatState.loading_older, "Loading…", "Load older messages"),
+                    rx.cond(chat.loading_older, "Loading…", "Load older messages"),
                     id="load-older",
-                    on_click=ChatState.load_older,
+                    on_click=chat.action("loadOlder"),
                     variant="soft",
                     size="1",
                     align_self="center",
                 ),
             ),
             rx.cond(
-                ChatState.lines.length() == 0,
+                chat.lines.length() == 0,
                 rx.text("No messages here yet. Say hello!", id="empty-room", color_scheme="gray", align_self="center"),
             ),
-            rx.foreach(ChatState.lines, message_line),
+            rx.foreach(chat.lines, lambda line: message_line(line=line, key=line.key)),
             spacing="2",
             padding="12px",
             width="100%",
@@ -77,7 +74,7 @@ def message_list() -> rx.Component:
 
 
 def typing_line() -> rx.Component:
-    return rx.text(ChatState.typing_text, id="typing", size="1", color_scheme="gray", height="1.4em", padding_x="12px")
+    return rx.text(chat.typing_text, id="typing", size="1", color_scheme="gray", height="1.4em", padding_x="12px")
 
 
 def composer() -> rx.Component:
@@ -86,22 +83,19 @@ def composer() -> rx.Component:
             rx.input(
                 id="message-input",
                 name="text",
-                placeholder="Message #" + ChatState.room,
+                placeholder="Message #" + chat.room,
                 auto_complete="off",
-                max_length=4000,
-                on_change=ChatState.keyed.throttle(1000),
+                max_length=chat.MAX_TEXT,
+                on_change=chat.action("keyed"),
                 size="3",
                 flex="1",
             ),
             rx.button("Send", id="send-button", type="submit", size="3"),
             width="100%",
         ),
-        rx.cond(
-            ChatState.send_error != "",
-            rx.text(ChatState.send_error, id="send-error", color_scheme="red", size="1"),
-        ),
+        rx.cond(chat.send_error != "", rx.text(chat.send_error, id="send-error", color_scheme="red", size="1")),
         id="composer",
-        on_submit=ChatState.send,
+        on_submit=chat.action("send", FORM_DATA),
         reset_on_submit=True,
         padding="8px 12px 12px",
         width="100%",

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import reflex as rx
+from reflex_base.event import FORM_DATA
 
-from frontend.state import ChatState, RoomInfo
+from frontend import chat
 
 
-def room_item(room: RoomInfo) -> rx.Component:
+def room_item(room: rx.Var[chat.RoomInfo]) -> rx.Component:
     return rx.button(
         rx.text("# ", room.name, truncate=True, flex="1", text_align="left"),
         rx.cond(
@@ -15,12 +16,13 @@ def room_item(room: RoomInfo) -> rx.Component:
             rx.badge(room.unread, color_scheme="red", variant="solid", radius="full", class_name="unread"),
         ),
         rx.badge(room.members, variant="surface", radius="full", title="members", class_name="member-count"),
-        on_click=ChatState.open_room(room.name),
-        variant=rx.cond(room.name == ChatState.room, "solid", rx.cond(room.joined, "soft", "ghost")),
+        on_click=chat.action("openRoom", room.name),
+        variant=rx.cond(room.current, "solid", rx.cond(room.joined, "soft", "ghost")),
         width="100%",
         justify="start",
         class_name="room-item",
         data_room=room.name,
+        key=room.name,
     )
 
 
@@ -28,17 +30,12 @@ def new_room_form() -> rx.Component:
     return rx.form(
         rx.hstack(
             rx.input(
-                id="new-room-input",
-                name="room",
-                placeholder="New room",
-                max_length=64,
-                size="2",
-                flex="1",
+                id="new-room-input", name="room", placeholder="New room", max_length=chat.MAX_ROOM, size="2", flex="1"
             ),
             rx.button("Join", id="new-room-submit", type="submit", size="2"),
             width="100%",
         ),
-        on_submit=ChatState.create_room,
+        on_submit=chat.action("openRoom", FORM_DATA.to(dict)["room"]),
         reset_on_submit=True,
         width="100%",
     )
@@ -46,10 +43,10 @@ def new_room_form() -> rx.Component:
 
 def member_list() -> rx.Component:
     return rx.vstack(
-        rx.text("Here now (", ChatState.members.length(), ")", size="2", weight="bold", color_scheme="gray"),
+        rx.text("Here now (", chat.members.length(), ")", size="2", weight="bold", color_scheme="gray"),
         rx.foreach(
-            ChatState.members,
-            lambda member: rx.text(member, size="2", class_name="member", truncate=True, width="100%"),
+            chat.members,
+            lambda member: rx.text(member, size="2", class_name="member", truncate=True, width="100%", key=member),
         ),
         id="member-list",
         spacing="1",
@@ -60,9 +57,9 @@ def member_list() -> rx.Component:
 def sidebar() -> rx.Component:
     return rx.vstack(
         rx.text("Rooms", size="2", weight="bold", color_scheme="gray"),
-        rx.vstack(rx.foreach(ChatState.directory, room_item), id="room-list", spacing="1", width="100%"),
+        rx.vstack(rx.foreach(chat.directory, room_item), id="room-list", spacing="1", width="100%"),
         new_room_form(),
-        rx.cond(ChatState.form_error != "", rx.text(ChatState.form_error, color_scheme="red", size="1")),
+        rx.cond(chat.form_error != "", rx.text(chat.form_error, color_scheme="red", size="1")),
         rx.separator(),
         member_list(),
         spacing="3",
@@ -73,5 +70,5 @@ def sidebar() -> rx.Component:
         overflow_y="auto",
         border_right="1px solid var(--gray-a5)",
         id="sidebar",
-        class_name=rx.cond(ChatState.sidebar_open, "chat-sidebar open", "chat-sidebar"),
+        class_name=rx.cond(chat.sidebar_open, "chat-sidebar open", "chat-sidebar"),
     )

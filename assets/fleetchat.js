@@ -1,0 +1,733 @@
+// The browser half of the fleetchat UI: this tab's connection to the chat fleet.
+//
+// The page (frontend/, Python with Reflex) declares what is shown; this module
+// holds the tab's Socket.IO connection straight to the chat backends, the
+// tab's chat state, and the derived view the page renders. Reflex's own
+// server therefore does no work per message: it serves the page, and every
+// message goes backend -> browser, as in the seed article's React client.
+//
+// The connection is level-triggered: whenever it is up, `reconcile` brings it
+// in line with the state (rooms joined with `since`, outbox sent once per
+// client_id, older pages fetched), so a drop at any point loses nothing. The
+// tab's state lives in sessionStorage: a reload is the same user, same rooms,
+// same unsent messages, and resumes where it was.
+
+import { useEffect, useSyncExternalStore } from "react";
+import { io } from "socket.io-client";
+import { toast } from "sonner";
+
+const DEFAULT_ROOM = "general";
+const MAX_NAME = 32;
+const MAX_ROOM = 64;
+const HISTORY_PAGE = 50;
+// Messages kept per room in a tab; older ones can be fetched again.
+const LOG_CAP = 1000;
+const TYPING_IDLE_MS = 3000;
+const TYPING_SHOWN_MS = 6000;
+const DIRECTORY_EVERY_MS = 5000;
+const OFFLINE_AFTER = 3;
+const CALL_TIMEOUT_MS = 10000;
+const CONNECT_TIMEOUT_MS = 5000;
+const RETRY_AFTER_MS = 1000;
+// Errors after which resending the same message cannot succeed.
+const FINAL_ERRORS = new Set(["bad_request", "too_large", "unauthorized", "forbidden"]);
+const STORE_KEY = "fleetchat.tab";
+const LOGS_KEY = "fleetchat.logs";
+
+class LinkDown extends Error {}
+
+const cleanName = (value) => String(value ?? "").split(/\s+/).filter(Boolean).join(" ");
+const isPrintable = (value) => !/[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u.test(value);
+const randomKey = (n) => {
+  const bytes = new Uint8Array(n);
+  crypto.getRandomValues(bytes);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+};
+const backoff = (failures) => Math.min(250 * 2 ** Math.max(failures - 1, 0), 4000);
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+export const isMessage = (data) =>
+  !!data &&
+  typeof data === "object" &&
+  typeof data.id === "string" &&
+  Number.isInteger(data.seq) &&
+  typeof data.room === "string" &&
+  typeof data.text === "string" &&
+  !!data.user &&
+  typeof data.user === "object";
+
+/** Merge messages into a log sorted by seq; returns [log, added]. */
+export const merge = (log, incoming) => {
+  const seen = new Set(log.map((m) => m.id));
+  const added = [];
+  for (const message of incoming ?? []) {
+    if (isMessage(message) && !seen.has(message.id)) {
+      seen.add(message.id);
+      added.push(message);
+    }
+  }
+  if (added.length === 0) return [log, added];
+  const last = log.length ? log[log.length - 1] : null;
+  let merged;
+  if (added.length === 1 && (!last || added[0].seq > last.seq)) {
+    merged = [...log, added[0]]; // the common case: the next live message
+  } else {
+    merged = [...log, ...added].sort((a, b) => a.seq - b.seq || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+  return [merged.length > LOG_CAP ? merged.slice(merged.length - LOG_CAP) : merged, added];
+};
+
+export const mentions = (text, name) => {
+  if (!name) return false;
+  const escaped = name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  return new RegExp(`(?<![\\p{L}\\p{N}_@])@${escaped}(?![\\p{L}\\p{N}_])`, "iu").test(text);
+};
+
+const clockFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
+const dayFormat = new Intl.DateTimeFormat(undefined, {
+  month: "short",
+  day: "2-digit",
+  hour: "2-digit",
+  minute: "2-digit",
+  hourCycle: "h23",
+});
+
+/** A message's time (ms since the epoch) as the reader's local HH:MM. */
+export const clock = (ts) => {
+  if (typeof ts !== "number" || !Number.isFinite(ts)) return "";
+  const moment = new Date(ts);
+  return moment.toDateString() === new Date().toDateString() ? clockFormat.format(moment) : dayFormat.format(moment);
+};
+
+const typingText = (names) => {
+  if (names.length === 0) return "";
+  if (names.length === 1) return `${names[0]} is typing…`;
+  if (names.length <= 3) return `${names.slice(0, -1).join(", ")} and ${names[names.length - 1]} are typing…`;
+  return "Several people are typing…";
+};
+
+const byName = (a, b) => a.toLowerCase().localeCompare(b.toLowerCase());
+
+/** One tab's chat: its state, its connection, and the view the page renders. */
+class ChatEngine {
+  constructor() {
+    this.listeners = new Set();
+    this.urls = [];
+    this.started = false;
+    // What survives a reload (sessionStorage); logs are saved apart, less often.
+    this.s = {
+      name: "",
+      tabKey: "",
+      joined: [],
+      room: "",
+      outbox: [],
+      unread: {},
+      epochs: {},
+      more: {},
+    };
+    this.logs = {};
+    this.members = {};
+    this.typing = {};
+    this.directoryRaw = [];
+    this.olderWanted = new Set();
+    this.status = "offline";
+    this.backend = "";
+    this.linkError = "";
+    this.formError = "";
+    this.sendError = "";
+    this.sidebarOpen = false;
+    this.lineCache = new WeakMap();
+    this.view = this.computeView();
+    this.dirty = false;
+    this.wake = null;
+    this.socket = null;
+    this.conn = null;
+    this.load();
+  }
+
+  // ----- persistence -----
+
+  load() {
+    if (typeof window === "undefined") return;
+    try {
+      const saved = JSON.parse(window.sessionStorage.getItem(STORE_KEY) ?? "null");
+      if (saved && typeof saved === "object") this.s = { ...this.s, ...saved };
+      const logs = JSON.parse(window.sessionStorage.getItem(LOGS_KEY) ?? "null");
+      if (logs && typeof logs === "object") {
+        for (const [room, log] of Object.entries(logs)) {
+          if (Array.isArray(log) && this.s.joined.includes(room)) this.logs[room] = merge([], log)[0];
+        }
+      }
+    } catch {
+      // A tab with unreadable storage starts afresh.
+    }
+    this.view = this.computeView();
+  }
+
+  save() {
+    try {
+      window.sessionStorage.setItem(STORE_KEY, JSON.stringify(this.s));
+    } catch {
+      // Storage full or blocked: the tab still works, it only forgets on reload.
+    }
+  }
+
+  saveLogs() {
+    try {
+      window.sessionStorage.setItem(LOGS_KEY, JSON.stringify(this.logs));
+    } catch {
+      // As above.
+    }
+  }
+
+  // ----- the view -----
+
+  subscribe = (listener) => {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  };
+
+  /** Recompute the view once per tick, however many events changed the state. */
+  changed() {
+    if (this.dirty) return;
+    this.dirty = true;
+    queueMicrotask(() => {
+      this.dirty = false;
+      this.view = this.computeView();
+      for (const listener of this.listeners) listener();
+    });
+  }
+
+  line(message) {
+    let line = this.lineCache.get(message);
+    if (line === undefined) {
+      const clientId = String(message.client_id ?? "");
+      line = {
+        key: message.id,
+        user: String(message.user?.name ?? "?"),
+        text: message.text,
+        time: clock(message.ts),
+        own: !!this.s.tabKey && clientId.startsWith(this.s.tabKey),
+        mention: mentions(message.text, this.s.name),
+        pending: false,
+      };
+      this.lineCache.set(message, line);
+    }
+    return line;
+  }
+
+  computeView() {
+    const room = this.s.room;
+    const log = this.logs[room] ?? [];
+    const sent = new Set(log.map((m) => m.client_id));
+    const lines = log.map((m) => this.line(m));
+    for (const item of this.s.outbox) {
+      if (item.room === room && !sent.has(item.client_id)) {
+        let line = this.lineCache.get(item);
+        if (line === undefined) {
+          line = { key: item.client_id, user: this.s.name, text: item.text, time: "", own: true, mention: false, pending: true };
+          this.lineCache.set(item, line);
+        }
+        lines.push(line);
+      }
+    }
+    const members = [...new Set((this.members[room] ?? []).map((u) => String(u?.name ?? "?")))].sort(byName);
+    const now = Date.now();
+    const typing = Object.entries(this.typing[room] ?? {})
+      .filter(([who, until]) => until > now && who !== this.s.name)
+      .map(([who]) => who)
+      .sort();
+    const counts = {};
+    for (const entry of this.directoryRaw) {
+      if (entry && typeof entry.name === "string") counts[entry.name] = Number.isInteger(entry.members) ? entry.members : 0;
+    }
+    for (const joined of this.s.joined) {
+      // The backend's directory may lag behind a join this tab just made.
+      counts[joined] = Math.max(counts[joined] ?? 0, (this.members[joined] ?? []).length);
+    }
+    const directory = Object.entries(counts)
+      .map(([name, members]) => ({
+        name,
+        members,
+        unread: this.s.unread[name] ?? 0,
+        joined: this.s.joined.includes(name),
+        current: name === room,
+      }))
+      .sort((a, b) => Number(b.joined) - Number(a.joined) || byName(a.name, b.name));
+    const previous = this.view;
+    const same = (key, value) => (previous && JSON.stringify(previous[key]) === JSON.stringify(value) ? previous[key] : value);
+    return {
+      named: !!this.s.name,
+      name: this.s.name,
+      room,
+      can_leave: this.s.joined.length > 1,
+      status: this.status,
+      backend: this.backend,
+      link_error: this.linkError,
+      form_error: this.formError,
+      send_error: this.sendError,
+      lines: previous && lines.length === previous.lines.length && lines.every((l, i) => l === previous.lines[i]) ? previous.lines : lines,
+      members: same("members", members),
+      typing_text: typingText(typing),
+      directory: same("directory", directory),
+      has_older: !!this.s.more[room],
+      loading_older: this.olderWanted.size > 0,
+      sidebar_open: this.sidebarOpen,
+    };
+  }
+
+  // ----- what the person does -----
+
+  pickName(form) {
+    const name = cleanName(form?.name);
+    if (!name || [...name].length > MAX_NAME || !isPrintable(name)) {
+      this.formError = `Pick a name of 1 to ${MAX_NAME} printable characters.`;
+      this.changed();
+      return;
+    }
+    this.formError = "";
+    if (name !== this.s.name) {
+      // A new name is a new user: start from a clean slate.
+      this.s = { ...this.s, name, joined: [], outbox: [], unread: {}, epochs: {}, more: {} };
+      this.logs = {};
+      this.members = {};
+      this.typing = {};
+      this.lineCache = new WeakMap();
+      this.restart();
+    }
+    this.s.tabKey ||= randomKey(6);
+    if (this.s.joined.length === 0) {
+      this.s.joined = [DEFAULT_ROOM];
+      this.s.room = DEFAULT_ROOM;
+    }
+    this.save();
+    this.changed();
+    this.poke();
+  }
+
+  openRoom(value) {
+    this.sidebarOpen = false;
+    const room = cleanName(value);
+    if (!room || [...room].length > MAX_ROOM || !isPrintable(room)) {
+      this.formError = `Room names have 1 to ${MAX_ROOM} printable characters.`;
+      this.changed();
+      return;
+    }
+    this.formError = "";
+    if (!this.s.joined.includes(room)) this.s.joined = [...this.s.joined, room];
+    this.s.room = room;
+    delete this.s.unread[room];
+    this.save();
+    this.changed();
+    this.poke();
+  }
+
+  leaveRoom(room) {
+    if (!this.s.joined.includes(room) || this.s.joined.length === 1) return;
+    this.s.joined = this.s.joined.filter((r) => r !== room);
+    for (const perRoom of [this.logs, this.s.epochs, this.s.more, this.members, this.typing, this.s.unread]) delete perRoom[room];
+    this.s.outbox = this.s.outbox.filter((item) => item.room !== room);
+    if (this.s.room === room) {
+      this.s.room = this.s.joined[0];
+      delete this.s.unread[this.s.room];
+    }
+    this.save();
+    this.changed();
+    this.poke();
+  }
+
+  send(form) {
+    const text = String(form?.text ?? "");
+    if (!text.trim() || !this.s.room) return;
+    this.sendError = "";
+    this.s.outbox = [...this.s.outbox, { room: this.s.room, text, client_id: `${this.s.tabKey}-${randomKey(16)}` }];
+    this.save();
+    this.changed();
+    this.poke();
+  }
+
+  keyed() {
+    if (!this.conn) return;
+    this.conn.keyedRoom = this.s.room;
+    this.conn.keyedAt = Date.now();
+    if (this.conn.typingRoom !== this.s.room) this.poke();
+  }
+
+  loadOlder() {
+    if (this.s.room && !this.olderWanted.has(this.s.room)) {
+      this.olderWanted.add(this.s.room);
+      this.changed();
+      this.poke();
+    }
+  }
+
+  toggleSidebar() {
+    this.sidebarOpen = !this.sidebarOpen;
+    this.changed();
+  }
+
+  // ----- the connection -----
+
+  start(urls) {
+    this.urls = urls.length ? urls : [defaultBackendUrl()];
+    if (this.started) return;
+    this.started = true;
+    window.addEventListener("pagehide", () => {
+      this.save();
+      this.saveLogs();
+    });
+    document.addEventListener("visibilitychange", () => {
+      if (document.visibilityState === "hidden") this.saveLogs();
+    });
+    this.run();
+  }
+
+  poke() {
+    const wake = this.wake;
+    this.wake = null;
+    wake?.();
+  }
+
+  /** Sleep until poked or `ms` pass. */
+  idle(ms) {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.wake = null;
+        resolve();
+      }, ms);
+      this.wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+
+  /** A new name needs a new connection (the backend knows a socket by its name). */
+  restart() {
+    this.socket?.disconnect();
+  }
+
+  async run() {
+    let start = 0;
+    let failures = 0;
+    for (;;) {
+      if (!this.s.name) {
+        await this.idle(60000);
+        continue;
+      }
+      const socket = await this.connect(start);
+      if (socket === null) {
+        failures += 1;
+        this.status = failures >= OFFLINE_AFTER ? "offline" : "reconnecting";
+        this.changed();
+        await sleep(backoff(failures));
+        continue;
+      }
+      failures = 0;
+      start = this.urls.indexOf(this.backend);
+      this.status = "connected";
+      this.linkError = "";
+      this.changed();
+      try {
+        await this.session(socket);
+      } catch (error) {
+        if (!(error instanceof LinkDown)) console.error("fleetchat:", error);
+        this.linkError = String(error?.message ?? error).slice(0, 300);
+      } finally {
+        socket.disconnect();
+        this.socket = null;
+        this.conn = null;
+      }
+      this.status = "reconnecting";
+      this.changed();
+      // The next round tries the next backend first: this one just failed.
+      if (this.urls.length > 1) start = (start + 1) % this.urls.length;
+    }
+  }
+
+  /** Connect to the first backend that answers, starting at `start`; null when none does. */
+  async connect(start) {
+    const reasons = [];
+    for (let attempt = 0; attempt < this.urls.length; attempt++) {
+      const url = this.urls[(start + attempt) % this.urls.length];
+      const socket = io(url, {
+        transports: ["websocket"],
+        reconnection: false,
+        timeout: CONNECT_TIMEOUT_MS,
+        auth: { name: this.s.name },
+      });
+      const error = await new Promise((resolve) => {
+        socket.once("connect", () => resolve(null));
+        socket.once("connect_error", (err) => resolve(err));
+      });
+      if (error === null) {
+        this.socket = socket;
+        this.backend = url;
+        return socket;
+      }
+      socket.disconnect();
+      reasons.push(`${url}: ${error?.message ?? error}`);
+    }
+    this.linkError = reasons.join("; ").slice(0, 300);
+    return null;
+  }
+
+  async session(socket) {
+    const conn = {
+      socket,
+      inRooms: new Set(),
+      typingRoom: "",
+      keyedRoom: "",
+      keyedAt: 0,
+      directoryAt: 0,
+      retryAt: 0,
+      down: null,
+    };
+    conn.down = new Promise((_, reject) => {
+      socket.once("disconnect", (reason) => {
+        reject(new LinkDown(`disconnected: ${reason}`));
+        this.poke();
+      });
+    });
+    conn.down.catch(() => {});
+    this.conn = conn;
+    socket.on("message", (data) => this.onMessage(conn, data));
+    socket.on("presence", (data) => this.onPresence(data));
+    socket.on("typing", (data) => this.onTyping(data));
+    socket.on("notification", (data) => this.onNotification(data));
+    while (socket.connected) {
+      await this.reconcile(conn);
+      await this.typingTick(conn);
+      if (Date.now() - conn.directoryAt > DIRECTORY_EVERY_MS) {
+        conn.directoryAt = Date.now();
+        this.refreshDirectory();
+      }
+      this.expireTyping();
+      const wait = conn.retryAt ? Math.max(0, conn.retryAt - Date.now()) : 1000;
+      await Promise.race([this.idle(Math.min(wait, 1000)), conn.down]);
+      if (conn.retryAt && Date.now() >= conn.retryAt) conn.retryAt = 0;
+    }
+    throw new LinkDown("disconnected");
+  }
+
+  /** Emit an event and wait for its ack; LinkDown when the connection fails first. */
+  async call(conn, event, data) {
+    if (!conn.socket.connected) throw new LinkDown("not connected");
+    const ack = await Promise.race([conn.socket.timeout(CALL_TIMEOUT_MS).emitWithAck(event, data), conn.down]).catch(
+      (error) => {
+        throw error instanceof LinkDown ? error : new LinkDown(`${event}: ${error?.message ?? error}`);
+      },
+    );
+    return ack && typeof ack === "object" ? ack : { ok: false, error: "bad_ack", detail: String(ack) };
+  }
+
+  /** Bring the connection in line with the state: rooms, older pages, outbox. */
+  async reconcile(conn) {
+    for (const room of [...this.s.joined]) {
+      if (conn.inRooms.has(room)) continue;
+      const request = { room };
+      const log = this.logs[room];
+      if (log?.length) request.since = log[log.length - 1].id;
+      const ack = await this.call(conn, "join", request);
+      if (ack.ok) {
+        conn.inRooms.add(room);
+        if (this.s.joined.includes(room)) this.applyJoin(room, ack);
+      } else {
+        this.formError = `Could not join ${room}: ${ack.detail ?? ack.error}`;
+        if (this.s.joined.includes(room) && this.s.joined.length > 1) {
+          this.s.joined = this.s.joined.filter((r) => r !== room);
+          if (this.s.room === room) this.s.room = this.s.joined[0];
+          this.save();
+        }
+      }
+      this.changed();
+    }
+    for (const room of [...conn.inRooms].filter((r) => !this.s.joined.includes(r))) {
+      await this.call(conn, "leave", { room });
+      conn.inRooms.delete(room);
+      if (conn.typingRoom === room) conn.typingRoom = "";
+    }
+    for (const room of [...this.olderWanted]) {
+      const log = this.logs[room] ?? [];
+      const request = { room, limit: HISTORY_PAGE };
+      if (log.length) request.before = log[0].id;
+      const ack = conn.inRooms.has(room) ? await this.call(conn, "history", request) : { ok: false };
+      if (ack.ok && this.s.joined.includes(room)) {
+        this.logs[room] = merge(this.logs[room] ?? [], ack.messages)[0];
+        this.s.more[room] = !!ack.more;
+        this.save();
+      }
+      this.olderWanted.delete(room);
+      this.changed();
+    }
+    if (!conn.retryAt && (await this.flushOutbox(conn))) conn.retryAt = Date.now() + RETRY_AFTER_MS;
+  }
+
+  applyJoin(room, ack) {
+    const epoch = String(ack.epoch ?? "");
+    const history = Array.isArray(ack.history) ? ack.history : [];
+    if (room in this.s.epochs && this.s.epochs[room] !== epoch) {
+      // The room's stored history was lost: ids from before no longer apply.
+      this.logs[room] = [];
+    }
+    this.s.epochs[room] = epoch;
+    if (!(room in this.s.more)) this.s.more[room] = history.length >= HISTORY_PAGE;
+    this.logs[room] = merge(this.logs[room] ?? [], history)[0];
+    if (Array.isArray(ack.members)) this.members[room] = ack.members;
+    this.save();
+  }
+
+  /** Send every queued message of a joined room, in order, each until acked.
+   * Returns whether a message is left to retry (the backend said not now). */
+  async flushOutbox(conn) {
+    for (;;) {
+      const item = this.s.outbox.find((i) => conn.inRooms.has(i.room));
+      if (item === undefined) return false;
+      const ack = await this.call(conn, "message", { room: item.room, text: item.text, client_id: item.client_id });
+      if (ack.ok || FINAL_ERRORS.has(ack.error)) {
+        this.s.outbox = this.s.outbox.filter((i) => i.client_id !== item.client_id);
+        this.save();
+      }
+      if (ack.ok && typeof ack.id === "string" && Number.isInteger(ack.seq)) {
+        // Show it from the ack: the broadcast may be lost; dedupe by id.
+        this.applyMessage({ ...item, id: ack.id, seq: ack.seq, ts: ack.ts, user: { name: this.s.name } });
+      } else if (!ack.ok) {
+        this.sendError = `Not sent: ${ack.detail ?? ack.error}`;
+      }
+      this.changed();
+      // Rate limited or unavailable: it stays queued for a retry.
+      if (!ack.ok && !FINAL_ERRORS.has(ack.error)) return true;
+    }
+  }
+
+  /** Merge one message; returns how many messages were skipped just before it. */
+  applyMessage(message) {
+    const room = message.room;
+    if (!this.s.joined.includes(room)) return 0;
+    const log = this.logs[room] ?? [];
+    const prior = log.length ? log[log.length - 1].seq : 0;
+    const [merged, added] = merge(log, [message]);
+    if (added.length === 0) return 0;
+    this.logs[room] = merged;
+    if (room !== this.s.room) {
+      this.s.unread[room] = (this.s.unread[room] ?? 0) + 1;
+      this.save();
+    }
+    if (this.typing[room]) delete this.typing[room][String(message.user?.name)];
+    this.changed();
+    return prior ? Math.max(0, message.seq - prior - 1) : 0;
+  }
+
+  onMessage(conn, data) {
+    if (!isMessage(data)) return;
+    const skipped = this.applyMessage(data);
+    if (skipped) this.fetchGap(conn, data.room, data.id, skipped);
+  }
+
+  async fetchGap(conn, room, before, count) {
+    try {
+      const ack = await this.call(conn, "history", { room, before, limit: Math.min(count, 200) });
+      if (ack.ok && this.s.joined.includes(room)) {
+        this.logs[room] = merge(this.logs[room] ?? [], ack.messages)[0];
+        this.changed();
+      }
+    } catch {
+      // The rejoin after the reconnect resumes from the last id held.
+    }
+  }
+
+  onPresence(data) {
+    if (data && Array.isArray(data.members) && this.s.joined.includes(data.room)) {
+      this.members[data.room] = data.members;
+      this.changed();
+    }
+  }
+
+  onTyping(data) {
+    const room = data?.room;
+    const who = String(data?.user?.name ?? "");
+    if (!this.s.joined.includes(room) || !who) return;
+    const typing = (this.typing[room] ??= {});
+    if (data.typing) typing[who] = Date.now() + TYPING_SHOWN_MS;
+    else delete typing[who];
+    this.changed();
+  }
+
+  onNotification(data) {
+    if (data?.kind !== "mention" || !isMessage(data.message)) return;
+    const message = data.message;
+    const who = String(message.user?.name ?? "someone");
+    toast(`${who} mentioned you in #${message.room}: ${message.text.slice(0, 140)}`, { id: `mention-${message.id}` });
+  }
+
+  expireTyping() {
+    const now = Date.now();
+    let expired = false;
+    for (const typing of Object.values(this.typing)) {
+      for (const [who, until] of Object.entries(typing)) {
+        if (until <= now) {
+          delete typing[who];
+          expired = true;
+        }
+      }
+    }
+    if (expired) this.changed();
+  }
+
+  /** Tell the room when this tab starts and stops typing. */
+  async typingTick(conn) {
+    const typingNow = conn.keyedAt && Date.now() - conn.keyedAt < TYPING_IDLE_MS && conn.inRooms.has(conn.keyedRoom);
+    const wanted = typingNow ? conn.keyedRoom : "";
+    if (conn.typingRoom && conn.typingRoom !== wanted) {
+      conn.socket.emit("typing", { room: conn.typingRoom, typing: false }, () => {});
+      conn.typingRoom = "";
+    }
+    if (wanted && !conn.typingRoom) {
+      conn.socket.emit("typing", { room: wanted, typing: true }, () => {});
+      conn.typingRoom = wanted;
+    }
+  }
+
+  async refreshDirectory() {
+    try {
+      const response = await fetch(`${this.backend}/api/rooms`, { signal: AbortSignal.timeout(5000) });
+      if (!response.ok) return;
+      const body = await response.json();
+      if (Array.isArray(body?.rooms)) {
+        this.directoryRaw = body.rooms;
+        this.changed();
+      }
+    } catch {
+      // The directory is a convenience; the next refresh tries again.
+    }
+  }
+}
+
+/** Where the chat backend is when the page was built without CHAT_BACKEND_URL. */
+const defaultBackendUrl = () => `${window.location.protocol}//${window.location.hostname}:8000`;
+
+/** The backend URLs as configured: absolute, or "/" for the page's own origin (a proxy in front). */
+const resolveUrls = (urls) =>
+  (urls ?? [])
+    .map((url) => String(url).trim().replace(/\/+$/, ""))
+    .map((url) => (url === "" || url.startsWith("/") ? `${window.location.origin}${url}` : url))
+    .filter(Boolean);
+
+export const chat = new ChatEngine();
+if (typeof window !== "undefined") window.fleetchat = chat;
+
+/** One field of the view, for the page's components; re-renders only when it changes. */
+export const useChatField = (field) =>
+  useSyncExternalStore(
+    chat.subscribe,
+    () => chat.view[field],
+    () => chat.view[field],
+  );
+
+/** Mounted once by the page: starts this tab's connection to the chat fleet. */
+export const FleetchatClient = ({ urls }) => {
+  useEffect(() => {
+    chat.start(resolveUrls(urls));
+  }, []);
+  return null;
+};

@@ -1,0 +1,106 @@
+"""The page's handle on the tab's chat engine (assets/fleetchat.js).
+
+The engine runs in the browser and holds the tab's Socket.IO connection to
+the chat fleet, so Reflex's own server does no work per message. This module
+is the one place where Python meets it: `field` gives the page a var bound to
+one field of the engine's view (a React hook that re-renders only the
+components reading that field when it changes), and `action` gives an event
+handler that calls one of the engine's methods in the browser.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import reflex as rx
+from reflex.event import EventChain
+from reflex.vars import FunctionStringVar, FunctionVar, VarData
+from reflex.vars.function import ArgsFunctionOperation
+from reflex_base.utils.imports import ImportVar
+
+ENGINE = "$/public/fleetchat.js"
+MAX_NAME = 32
+MAX_ROOM = 64
+MAX_TEXT = 4000
+
+
+def backend_urls() -> list[str]:
+    """The chat backends the browser tries, in turn, from CHAT_BACKEND_URL (comma-separated).
+
+    Read when the page is built (`reflex run` builds at each start). Empty
+    means the page's host name on port 8000; "/" means the page's own origin
+    (a proxy in front routes /socket.io/ and /api/ to the fleet).
+    """
+    raw = os.environ.get("CHAT_BACKEND_URL", "")
+    return [url.strip().rstrip("/") or "/" for url in raw.split(",") if url.strip()]
+
+
+@dataclasses.dataclass
+class ChatLine:
+    """One message as the page shows it (built by the engine)."""
+
+    key: str
+    user: str
+    text: str
+    time: str
+    own: bool
+    mention: bool
+    pending: bool
+
+
+@dataclasses.dataclass
+class RoomInfo:
+    """A room in the directory (built by the engine)."""
+
+    name: str
+    members: int
+    unread: int
+    joined: bool
+    current: bool
+
+
+def field(name: str, type_: Any) -> rx.Var:
+    """A var holding one field of the engine's view."""
+    local = f"fleetchat_{name}"
+    return rx.Var(
+        _js_expr=local,
+        _var_data=VarData(
+            imports={ENGINE: [ImportVar(tag="useChatField")]},
+            hooks={f"const {local} = useChatField({name!r})": None},
+        ),
+    ).to(type_)
+
+
+def action(method: str, *args: Any) -> rx.Var:
+    """An event handler that calls `chat.<method>(*args)` in the browser."""
+    engine = rx.Var(_js_expr="chat", _var_data=VarData(imports={ENGINE: [ImportVar(tag="chat")]}))
+    call = FunctionStringVar(_js_expr=f"{engine}.{method}.bind({engine})", _var_data=engine._get_all_var_data())
+    return ArgsFunctionOperation.create((), call.call(*args)).to(FunctionVar, EventChain)
+
+
+class FleetchatClient(rx.Component):
+    """Mounted once per page: starts the tab's connection to the chat fleet."""
+
+    library = ENGINE
+    tag = "FleetchatClient"
+    urls: rx.Var[list[str]]
+
+
+# The view, field by field (assets/fleetchat.js, computeView).
+named = field("named", bool)
+name = field("name", str)
+room = field("room", str)
+can_leave = field("can_leave", bool)
+status = field("status", str)
+backend = field("backend", str)
+form_error = field("form_error", str)
+send_error = field("send_error", str)
+lines = field("lines", list[ChatLine])
+members = field("members", list[str])
+typing_text = field("typing_text", str)
+directory = field("directory", list[RoomInfo])
+has_older = field("has_older", bool)
+loading_older = field("loading_older", bool)
+sidebar_open = field("sidebar_open", bool)
