@@ -3,8 +3,8 @@
 Ports come from REFLEX_FRONTEND_PORT / REFLEX_BACKEND_PORT (Reflex reads every
 `REFLEX_*` variable itself); they are fixed rather than auto-incremented so the
 origin below is the one the browser really uses. Reflex's own Socket.IO server
-only accepts that origin; set REFLEX_CORS_ALLOWED_ORIGINS to serve the UI
-under another host name.
+only accepts that origin and those in CHAT_UI_ORIGINS (comma-separated: where a
+load balancer in front serves the UI, as in `make fleet`).
 """
 
 from __future__ import annotations
@@ -19,11 +19,13 @@ backend_port = int(os.environ.get("REFLEX_BACKEND_PORT", "3001"))
 
 config = rx.Config(
     app_name="frontend",
-    frontend_port=frontend_port,
+    # frontend_port comes from REFLEX_FRONTEND_PORT when set (Reflex reads it), and
+    # is not named here: `reflex run --backend-only` refuses a frontend port.
     backend_port=backend_port,
     cors_allowed_origins=[
         f"http://localhost:{frontend_port}",
         f"http://127.0.0.1:{frontend_port}",
+        *[origin.strip() for origin in os.environ.get("CHAT_UI_ORIGINS", "").split(",") if origin.strip()],
     ],
     show_built_with_reflex=False,
     telemetry_enabled=False,

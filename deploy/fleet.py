@@ -1,8 +1,17 @@
 """A local production-like fleet, supervised: ``python -m deploy.fleet`` (``make fleet``).
 
 Starts Redis (its own port, AOF), N ``hypercorn backend.app:asgi`` instances,
-Debian's nginx in front of them (``deploy/nginx.conf.template``), the mention
-worker and the Reflex UI in production mode pointed at the load balancer.
+the mention worker, the UI tier, and Debian's nginx in front of both tiers
+(``deploy/nginx.conf.template``), all on one origin:
+
+- ``/socket.io/``, ``/api/``, ``/ws`` and the probes go to the web instances;
+- the page is built once (``reflex export``) and nginx serves the build, so
+  every tab gets the same assets whichever process it meets;
+- Reflex's own socket (``/_event``) goes round robin to M Reflex backend
+  processes (``reflex run --env prod --backend-only``).
+
+The page's chat engine connects back to that same origin, so a browser talks
+to the web fleet itself and a UI process does no work per message.
 Every child's output is printed with its name in front and kept in
 ``<state-dir>/logs/<name>.log``.
 
@@ -35,6 +44,44 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = Path(__file__).resolve().parent / "nginx.conf.template"
 HYPERCORN_CONFIG = Path(__file__).resolve().parent / "hypercorn.toml"
+# What `reflex run` needs of the project.
+UI_FILES = ["rxconfig.py", "frontend", "assets", "reflex.lock"]
+# The UI tier's nginx parts (see deploy/nginx.conf.template).
+UI_UPSTREAM = """    upstream fleetchat_ui {
+        # The Reflex backends: one socket per tab, for the page's own events.
+{{ui_servers}}
+        keepalive 16;
+    }
+"""
+UI_LOCATIONS = """        # Reflex's own endpoints, round robin over the Reflex backends. Its socket is
+        # websocket-only, so a tab stays on one process for the life of its socket,
+        # and any process may take it after a reconnect.
+        location ~ ^/(_event|_upload|_health|_all_routes|ping$|auth-codespace) {
+            proxy_pass http://fleetchat_ui;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_read_timeout 75s;
+        }
+
+        # The page, built once: the same assets for every tab, whichever process
+        # serves its socket. Hashed assets never change, so they are cached for good.
+        location / {
+            root {{ui_static}};
+            gzip_static on;
+            try_files $uri $uri.html $uri/index.html /404.html;
+        }
+
+        location /assets/ {
+            root {{ui_static}};
+            gzip_static on;
+            add_header Cache-Control "public, max-age=31536000, immutable";
+            add_header X-Upstream $upstream_addr always;
+        }
+"""
+UI_ABSENT_LOCATION = """        location / {
+            proxy_pass http://fleetchat;
+        }
+"""
 
 RESTART_DELAY = 0.5
 CRASH_LOOP_SECONDS = 3.0  # an exit this soon after a start counts towards a crash loop
@@ -138,6 +185,7 @@ class Child:
     log_path: Path
     port: int | None = None
     restart: bool = True
+    cwd: Path = ROOT
     proc: asyncio.subprocess.Process | None = None
     starts: int = 0
     ready: bool = False
@@ -151,7 +199,7 @@ class Child:
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
             *self.argv,
-            cwd=ROOT,
+            cwd=self.cwd,
             env=self.env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
@@ -191,7 +239,7 @@ class Ports:
     lb: int
     redis: int
     web: list[int]
-    ui: int
+    ui: list[int]
 
 
 class Fleet:
@@ -223,7 +271,8 @@ class Fleet:
 
     @property
     def ui_url(self) -> str:
-        return f"http://localhost:{self.ports.ui}"
+        """Where a person opens the chat: the load balancer, in front of the UI processes."""
+        return f"http://localhost:{self.ports.lb}"
 
     @property
     def web(self) -> list[Child]:
@@ -251,7 +300,7 @@ class Fleet:
         return Child("redis", argv, dict(os.environ), self.logs / "redis.log", port=self.ports.redis)
 
     def _web(self, index: int, port: int) -> Child:
-        origins = [self.lb_url, f"http://localhost:{self.ports.lb}", self.ui_url, f"http://127.0.0.1:{self.ports.ui}"]
+        origins = [self.lb_url, f"http://localhost:{self.ports.lb}"]
         env = {
             **self._base_env(),
             "CHAT_CORS_ORIGINS": os.environ.get("CHAT_CORS_ORIGINS", ",".join(origins)),
@@ -275,12 +324,54 @@ class Fleet:
         env = {**self._base_env(), "CHAT_WORKER_NAME": os.environ.get("CHAT_WORKER_NAME", "fleet-worker-1")}
         return Child("worker", [sys.executable, "-m", "backend.worker"], env, self.logs / "worker.log")
 
-    def _ui(self) -> Child:
-        env = {**self._base_env(), "CHAT_BACKEND_URL": self.lb_url}
-        env.pop("REDIS_URL", None)  # the UI talks to the chat through the load balancer only
-        env.update(REFLEX_FRONTEND_PORT=str(self.ports.ui), REFLEX_BACKEND_PORT=str(self.ports.ui))
-        argv = [sys.executable, "-m", "reflex", "run", "--env", "prod", "--backend-host", "127.0.0.1"]
-        return Child("ui", argv, env, self.logs / "ui.log", port=self.ports.ui)
+    def _app_copy(self, name: str) -> Path:
+        """A copy of the Reflex app: each Reflex process writes into its project folder."""
+        app = self.state_dir / name
+        shutil.rmtree(app, ignore_errors=True)
+        app.mkdir(parents=True)
+        for item in UI_FILES:
+            source = ROOT / item
+            if source.is_dir():
+                shutil.copytree(source, app / item, ignore=shutil.ignore_patterns("__pycache__", ".web", ".states"))
+            else:
+                shutil.copy2(source, app / item)
+        return app
+
+    def _ui_env(self) -> dict[str, str]:
+        # The page's chat engine and Reflex's own socket both go to the origin the
+        # page came from: nginx (REFLEX_API_URL is baked into the page).
+        env = {**self._base_env(), "CHAT_BACKEND_URL": "/", "CHAT_UI_ORIGINS": f"{self.lb_url},{self.ui_url}"}
+        env.pop("REDIS_URL", None)
+        env["REFLEX_API_URL"] = self.ui_url
+        return env
+
+    async def build_ui(self) -> None:
+        """Build the page once (`reflex export`); nginx serves it to every tab."""
+        app = self._app_copy("ui-build")
+        argv = [sys.executable, "-m", "reflex", "export", "--frontend-only", "--no-zip"]
+        self.say("building the UI (reflex export)...")
+        with (self.logs / "ui-build.log").open("ab") as log:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, cwd=app, env=self._ui_env(), stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log
+            )
+            code = await proc.wait()
+        if code != 0 or not (self.ui_static / "index.html").exists():
+            raise RuntimeError(f"reflex export failed ({code}); see {self.logs / 'ui-build.log'}")
+        # nginx's workers run as an unprivileged user: they must reach the build.
+        self.state_dir.chmod(self.state_dir.stat().st_mode | 0o711)
+
+    @property
+    def ui_static(self) -> Path:
+        return self.state_dir / "ui-build" / ".web" / "build" / "client"
+
+    def _ui(self, index: int, port: int) -> Child:
+        """One Reflex backend: it serves tabs' Reflex sockets, nothing per message."""
+        app = self._app_copy(f"ui.{index}")
+        env = {**self._ui_env(), "REFLEX_BACKEND_PORT": str(port)}
+        env.pop("REFLEX_FRONTEND_PORT", None)  # a backend-only run refuses one
+        argv = [sys.executable, "-m", "reflex", "run", "--env", "prod", "--backend-only"]
+        argv += ["--backend-host", "127.0.0.1", "--backend-port", str(port)]
+        return Child(f"ui.{index}", argv, env, self.logs / f"ui.{index}.log", port=port, cwd=app)
 
     # -- nginx configuration ------------------------------------------------------
 
@@ -292,12 +383,21 @@ class Fleet:
         self.generation += 1
         text = TEMPLATE.read_text()
         values = {"prefix": str(self.nginx_dir), "port": str(self.ports.lb), "servers": servers}
+        values.update(self._ui_nginx())
         values["generation"] = str(self.generation)
         for key, value in values.items():
             text = text.replace("{{" + key + "}}", value)
         tmp = self.nginx_dir / "nginx.conf.tmp"
         tmp.write_text(text)
         tmp.replace(self.nginx_dir / "nginx.conf")
+
+    def _ui_nginx(self) -> dict[str, str]:
+        """The UI tier's part of nginx.conf; without a UI, nginx serves the web fleet alone."""
+        if not self.with_ui:
+            return {"ui_upstream": "", "ui_locations": UI_ABSENT_LOCATION}
+        servers = "\n".join(f"        server 127.0.0.1:{port} max_fails=1 fail_timeout=3s;" for port in self.ports.ui)
+        upstream = UI_UPSTREAM.replace("{{ui_servers}}", servers)
+        return {"ui_upstream": upstream, "ui_locations": UI_LOCATIONS.replace("{{ui_static}}", str(self.ui_static))}
 
     async def _apply_readiness(self) -> None:
         """Mark not-ready instances down in nginx, unless none is ready (then a
@@ -412,6 +512,9 @@ class Fleet:
             await self._launch(web)
         for web in self.web:
             await self._expect_up(lambda w=web: _is_ready(w), 40, web, f"{web.name} /readyz")
+        if self.with_ui:
+            # Built before nginx starts: nginx serves the build.
+            await self.build_ui()
         nginx = self._nginx()
         await self._launch(nginx)
         await self._expect_up(lambda: _answers(self.ports.lb), 15, nginx, "nginx")
@@ -419,10 +522,10 @@ class Fleet:
         if self.with_worker:
             await self._launch(self._worker())
         if self.with_ui:
-            ui = self._ui()
-            await self._launch(ui)
-            # `reflex run --env prod` builds the frontend first (about 10 s, longer when cold).
-            await self._expect_up(lambda: _answers(self.ports.ui, "/"), 300, ui, "the Reflex UI")
+            for index, port in enumerate(self.ports.ui, start=1):
+                ui = self._ui(index, port)
+                await self._launch(ui)
+                await self._expect_up(lambda p=port: _answers(p, "/ping"), 120, ui, f"the Reflex backend {ui.name}")
         self.ready = True
         self.write_state()
         where = f"open {self.ui_url}  (load balancer {self.lb_url})" if self.with_ui else f"load balancer {self.lb_url}"
@@ -430,7 +533,8 @@ class Fleet:
 
     async def stop(self) -> None:
         self.stopping.set()
-        order = ["ui", "worker", "nginx", *[c.name for c in self.web], "redis"]
+        uis = [name for name in self.children if name.startswith("ui.")]
+        order = [*uis, "worker", "nginx", *[c.name for c in self.web], "redis"]
         for name in order:
             child = self.children.get(name)
             if child is not None:
@@ -470,7 +574,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--web-port", type=int, default=int(env("FLEET_WEB_PORT", "8001")), help="first instance; the next ones follow"
     )
-    p.add_argument("--ui-port", type=int, default=int(env("FLEET_UI_PORT", "3000")))
+    p.add_argument(
+        "--ui-port", type=int, default=int(env("FLEET_UI_PORT", "3000")), help="first UI process; the next ones follow"
+    )
+    p.add_argument("--ui-processes", type=int, default=int(env("FLEET_UI_PROCESSES", "2")))
     p.add_argument("--no-ui", action="store_true", help="skip the Reflex UI")
     p.add_argument("--no-worker", action="store_true", help="skip the mention worker")
     return p.parse_args(argv)
@@ -486,7 +593,8 @@ def choose_ports(args: argparse.Namespace) -> Ports:
         return port
 
     web = [pick(0 if args.web_port == 0 else args.web_port + i, f"web.{i + 1}") for i in range(args.instances)]
-    ui = pick(args.ui_port, "the UI") if not args.no_ui else args.ui_port
+    count = 0 if args.no_ui else args.ui_processes
+    ui = [pick(0 if args.ui_port == 0 else args.ui_port + i, f"ui.{i + 1}") for i in range(count)]
     return Ports(lb=pick(args.lb_port, "nginx"), redis=pick(args.redis_port, "redis"), web=web, ui=ui)
 
 
@@ -494,6 +602,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.instances < 1:
         raise SystemExit("--instances must be at least 1")
+    if args.ui_processes < 1 and not args.no_ui:
+        raise SystemExit("--ui-processes must be at least 1 (or --no-ui)")
     state_dir = Path(args.state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     return asyncio.run(serve(Fleet(state_dir, choose_ports(args), worker=not args.no_worker, ui=not args.no_ui)))

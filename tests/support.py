@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -250,3 +251,96 @@ class ChatClient:
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self.sio.disconnect()
+
+
+FLEET_ENV = {
+    "CHAT_RATE": "1000",
+    "CHAT_RATE_BURST": "1000",
+    "CHAT_PRESENCE_TTL_SECONDS": "3",
+    "CHAT_LOG_FORMAT": "json",
+}
+
+
+class LocalFleet:
+    """``python -m deploy.fleet`` as a subprocess, and what its state file says.
+
+    Without UI processes it runs no Reflex UI (``--no-ui``); with them, each one
+    builds the app first, so allow minutes."""
+
+    def __init__(self, ui_processes: int = 0, env: dict[str, str] | None = None) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="fc-fleet-"))
+        self.ui_processes = ui_processes
+        self.env = env or {}
+        self.output = self.dir / "supervisor.out"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> LocalFleet:
+        if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists():
+            raise RuntimeError("nginx is not installed: run scripts/bootstrap.sh apt:nginx")
+        env = {**os.environ, **FLEET_ENV, **self.env}
+        env.pop("REDIS_URL", None)
+        argv = [sys.executable, "-m", "deploy.fleet", "--state-dir", str(self.dir)]
+        argv += ["--lb-port", "0", "--redis-port", "0", "--web-port", "0"]
+        if self.ui_processes:
+            argv += ["--ui-processes", str(self.ui_processes), "--ui-port", "0", "--no-worker"]
+        else:
+            argv += ["--no-ui"]
+        with self.output.open("ab") as out:
+            self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        timeout = 90 + 300 * self.ui_processes
+        wait_for(self._ready, timeout, interval=0.2, what="the fleet to be ready")
+        return self
+
+    def _ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"deploy.fleet exited with {self.proc.returncode}:\n{self.tail()}")
+        state = self.state()
+        return bool(state and state["ready"])
+
+    def state(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.dir / "fleet.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def tail(self, size: int = 4000) -> str:
+        with contextlib.suppress(OSError):
+            return self.output.read_bytes()[-size:].decode(errors="replace")
+        return ""
+
+    @property
+    def lb_url(self) -> str:
+        return self.state()["lb_url"]
+
+    def web(self) -> dict[str, dict[str, Any]]:
+        return {n: p for n, p in self.state()["processes"].items() if n.startswith("web.")}
+
+    def ui(self) -> dict[str, dict[str, Any]]:
+        return {n: p for n, p in self.state()["processes"].items() if n.startswith("ui.")}
+
+    def all_web_ready(self) -> bool:
+        return all(p["pid"] is not None and p["ready"] for p in self.web().values())
+
+    def connected(self, port: int) -> float:
+        """``fleetchat_connected_sockets`` of one instance."""
+        status, body = http_get(f"http://127.0.0.1:{port}/metrics")
+        assert status == 200
+        for line in body.decode().splitlines():
+            if line.startswith("fleetchat_connected_sockets "):
+                return float(line.split()[1])
+        raise AssertionError("fleetchat_connected_sockets missing from /metrics")
+
+    def stop(self) -> None:
+        """Ctrl-C, as a user would; then make sure nothing it started survives."""
+        pids = [p["pid"] for p in self.state().get("processes", {}).values() if p.get("pid")]
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        shutil.rmtree(self.dir, ignore_errors=True)

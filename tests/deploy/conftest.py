@@ -6,102 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import socketio
 
-from tests.support import ROOT, http_get, wait_for
-
-FLEET_ENV = {
-    "CHAT_RATE": "1000",
-    "CHAT_RATE_BURST": "1000",
-    "CHAT_PRESENCE_TTL_SECONDS": "3",
-    "CHAT_LOG_FORMAT": "json",
-}
-
-
-class LocalFleet:
-    """``python -m deploy.fleet`` as a subprocess, and what its state file says."""
-
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="fc-fleet-"))
-        self.output = self.dir / "supervisor.out"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> LocalFleet:
-        if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists():
-            raise RuntimeError("nginx is not installed: run scripts/bootstrap.sh apt:nginx")
-        env = {**os.environ, **FLEET_ENV}
-        env.pop("REDIS_URL", None)
-        argv = [sys.executable, "-m", "deploy.fleet", "--state-dir", str(self.dir), "--no-ui"]
-        argv += ["--lb-port", "0", "--redis-port", "0", "--web-port", "0"]
-        with self.output.open("ab") as out:
-            self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-        wait_for(self._ready, 90, interval=0.2, what="the fleet to be ready")
-        return self
-
-    def _ready(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"deploy.fleet exited with {self.proc.returncode}:\n{self.tail()}")
-        state = self.state()
-        return bool(state and state["ready"])
-
-    def state(self) -> dict[str, Any]:
-        try:
-            return json.loads((self.dir / "fleet.json").read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return {}
-
-    def tail(self, size: int = 4000) -> str:
-        with contextlib.suppress(OSError):
-            return self.output.read_bytes()[-size:].decode(errors="replace")
-        return ""
-
-    @property
-    def lb_url(self) -> str:
-        return self.state()["lb_url"]
-
-    def web(self) -> dict[str, dict[str, Any]]:
-        return {n: p for n, p in self.state()["processes"].items() if n.startswith("web.")}
-
-    def all_web_ready(self) -> bool:
-        return all(p["pid"] is not None and p["ready"] for p in self.web().values())
-
-    def connected(self, port: int) -> float:
-        """``fleetchat_connected_sockets`` of one instance."""
-        status, body = http_get(f"http://127.0.0.1:{port}/metrics")
-        assert status == 200
-        for line in body.decode().splitlines():
-            if line.startswith("fleetchat_connected_sockets "):
-                return float(line.split()[1])
-        raise AssertionError("fleetchat_connected_sockets missing from /metrics")
-
-    def stop(self) -> None:
-        """Ctrl-C, as a user would; then make sure nothing it started survives."""
-        pids = [p["pid"] for p in self.state().get("processes", {}).values() if p.get("pid")]
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-        shutil.rmtree(self.dir, ignore_errors=True)
+from tests.support import LocalFleet
 
 
 @pytest.fixture(scope="module")

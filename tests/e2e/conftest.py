@@ -301,15 +301,16 @@ APP_FILES = ["rxconfig.py", "frontend", "assets", "reflex.lock"]
 class ReflexApp:
     """`reflex run --env prod`: the app compiled and built once, frontend and backend on one port."""
 
-    def __init__(self, workdir: Path, port: int, chat_backend_url: str):
+    def __init__(self, workdir: Path, port: int, chat_backend_url: str, source: Path = ROOT):
+        """`source` holds the app files (default: this checkout; the UI-tier bench passes an old commit's)."""
         self.root = workdir / "ui"
         self.root.mkdir()
         for name in APP_FILES:
-            source = ROOT / name
-            if source.is_dir():
-                shutil.copytree(source, self.root / name, ignore=shutil.ignore_patterns("__pycache__"))
+            path = source / name
+            if path.is_dir():
+                shutil.copytree(path, self.root / name, ignore=shutil.ignore_patterns("__pycache__"))
             else:
-                shutil.copy2(source, self.root / name)
+                shutil.copy2(path, self.root / name)
         self.port = port
         self.url = f"http://localhost:{self.port}"
         self.log_path = workdir / "reflex.log"
