@@ -29,9 +29,25 @@ logs=data/logs
 mkdir -p "$logs"
 
 pids=()
+# Each child leads its own process group (setsid), so a signal to the group
+# reaches everything it started (Reflex's server workers included). A group
+# still alive 10 s after SIGTERM gets SIGKILL: Ctrl-C leaves nothing behind.
+group_alive() { kill -0 -- "-$1" 2>/dev/null; }
 stop() {
   trap - INT TERM EXIT
   for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+  for _ in $(seq 50); do
+    alive=0
+    for pid in "${pids[@]}"; do group_alive "$pid" && alive=1; done
+    [ "$alive" -eq 0 ] && break
+    sleep 0.2
+  done
+  for pid in "${pids[@]}"; do
+    if group_alive "$pid"; then
+      echo "process group $pid ignored SIGTERM; killing it" >&2
+      kill -KILL -- "-$pid" 2>/dev/null || true
+    fi
+  done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
 }
 trap 'echo; echo "stopping..."; stop; exit 0' INT TERM
