@@ -15,13 +15,24 @@
 import { useEffect, useSyncExternalStore } from "react";
 import { io } from "socket.io-client";
 import { toast } from "sonner";
+import {
+  backoff,
+  byName,
+  cleanName,
+  clock,
+  isMessage,
+  isPrintable,
+  mentions,
+  merge,
+  randomKey,
+  sleep,
+  typingText,
+} from "./chatlog.js";
 
 const DEFAULT_ROOM = "general";
 const MAX_NAME = 32;
 const MAX_ROOM = 64;
 const HISTORY_PAGE = 50;
-// Messages kept per room in a tab; older ones can be fetched again.
-const LOG_CAP = 1000;
 const TYPING_IDLE_MS = 3000;
 const TYPING_SHOWN_MS = 6000;
 const DIRECTORY_EVERY_MS = 5000;
@@ -35,78 +46,6 @@ const STORE_KEY = "fleetchat.tab";
 const LOGS_KEY = "fleetchat.logs";
 
 class LinkDown extends Error {}
-
-const cleanName = (value) => String(value ?? "").split(/\s+/).filter(Boolean).join(" ");
-const isPrintable = (value) => !/[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u.test(value);
-const randomKey = (n) => {
-  const bytes = new Uint8Array(n);
-  crypto.getRandomValues(bytes);
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-};
-const backoff = (failures) => Math.min(250 * 2 ** Math.max(failures - 1, 0), 4000);
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-export const isMessage = (data) =>
-  !!data &&
-  typeof data === "object" &&
-  typeof data.id === "string" &&
-  Number.isInteger(data.seq) &&
-  typeof data.room === "string" &&
-  typeof data.text === "string" &&
-  !!data.user &&
-  typeof data.user === "object";
-
-/** Merge messages into a log sorted by seq; returns [log, added]. */
-export const merge = (log, incoming) => {
-  const seen = new Set(log.map((m) => m.id));
-  const added = [];
-  for (const message of incoming ?? []) {
-    if (isMessage(message) && !seen.has(message.id)) {
-      seen.add(message.id);
-      added.push(message);
-    }
-  }
-  if (added.length === 0) return [log, added];
-  const last = log.length ? log[log.length - 1] : null;
-  let merged;
-  if (added.length === 1 && (!last || added[0].seq > last.seq)) {
-    merged = [...log, added[0]]; // the common case: the next live message
-  } else {
-    merged = [...log, ...added].sort((a, b) => a.seq - b.seq || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-  }
-  return [merged.length > LOG_CAP ? merged.slice(merged.length - LOG_CAP) : merged, added];
-};
-
-export const mentions = (text, name) => {
-  if (!name) return false;
-  const escaped = name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-  return new RegExp(`(?<![\\p{L}\\p{N}_@])@${escaped}(?![\\p{L}\\p{N}_])`, "iu").test(text);
-};
-
-const clockFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
-const dayFormat = new Intl.DateTimeFormat(undefined, {
-  month: "short",
-  day: "2-digit",
-  hour: "2-digit",
-  minute: "2-digit",
-  hourCycle: "h23",
-});
-
-/** A message's time (ms since the epoch) as the reader's local HH:MM. */
-export const clock = (ts) => {
-  if (typeof ts !== "number" || !Number.isFinite(ts)) return "";
-  const moment = new Date(ts);
-  return moment.toDateString() === new Date().toDateString() ? clockFormat.format(moment) : dayFormat.format(moment);
-};
-
-const typingText = (names) => {
-  if (names.length === 0) return "";
-  if (names.length === 1) return `${names[0]} is typing…`;
-  if (names.length <= 3) return `${names.slice(0, -1).join(", ")} and ${names[names.length - 1]} are typing…`;
-  return "Several people are typing…";
-};
-
-const byName = (a, b) => a.toLowerCase().localeCompare(b.toLowerCase());
 
 /** One tab's chat: its state, its connection, and the view the page renders. */
 class ChatEngine {
