@@ -35,7 +35,10 @@ const MAX_ROOM = 64;
 const HISTORY_PAGE = 50;
 const TYPING_IDLE_MS = 3000;
 const TYPING_SHOWN_MS = 6000;
-const DIRECTORY_EVERY_MS = 5000;
+// The room directory (other rooms and their member counts) is a convenience:
+// polled this often, and only while the tab is in view (2,000 tabs at 5 s were
+// 400 requests/s on the backend; bench/README.md, scenario e).
+const DIRECTORY_EVERY_MS = 30000;
 const OFFLINE_AFTER = 3;
 const CALL_TIMEOUT_MS = 10000;
 const CONNECT_TIMEOUT_MS = 5000;
@@ -253,7 +256,10 @@ class ChatEngine {
       return;
     }
     this.formError = "";
-    if (!this.s.joined.includes(room)) this.s.joined = [...this.s.joined, room];
+    if (!this.s.joined.includes(room)) {
+      this.s.joined = [...this.s.joined, room];
+      if (this.conn) this.conn.directoryAt = 0; // a new room: refresh the directory now
+    }
     this.s.room = room;
     delete this.s.unread[room];
     this.save();
@@ -316,7 +322,12 @@ class ChatEngine {
       this.saveLogs();
     });
     document.addEventListener("visibilitychange", () => {
-      if (document.visibilityState === "hidden") this.saveLogs();
+      if (document.visibilityState === "hidden") {
+        this.saveLogs();
+      } else if (this.conn) {
+        this.conn.directoryAt = 0; // back in view: refresh the directory now
+        this.poke();
+      }
     });
     this.run();
   }
@@ -437,7 +448,7 @@ class ChatEngine {
     while (socket.connected) {
       await this.reconcile(conn);
       await this.typingTick(conn);
-      if (Date.now() - conn.directoryAt > DIRECTORY_EVERY_MS) {
+      if (Date.now() - conn.directoryAt > DIRECTORY_EVERY_MS && document.visibilityState !== "hidden") {
         conn.directoryAt = Date.now();
         this.refreshDirectory();
       }
@@ -667,6 +678,12 @@ export const useChatField = (field) =>
 export const FleetchatClient = ({ urls }) => {
   useEffect(() => {
     chat.start(resolveUrls(urls));
+    // The page has mounted without Reflex's own socket (frontend/chat.py,
+    // no_reflex_socket): drop the switch, so no other Reflex app on this host sees it.
+    const clear = setTimeout(() => {
+      document.cookie = "backend-enabled=; path=/; max-age=0; SameSite=Lax";
+    }, 0);
+    return () => clearTimeout(clear);
   }, []);
   return null;
 };

@@ -13,7 +13,12 @@ after which the text is in B's message list. Both stamps are
 comparable between the two tabs of one browser. Python only waits for the
 result; its polling does not enter the figure.
 
-    .venv/bin/python -m bench.browser_latency            # 50 messages
+It runs once per `--held-lines` entry (default 0 and 1000): before measuring,
+a third user fills the room until each tab holds that many lines, the way a
+long-lived tab in a busy room does, so the two rows show whether the cost of
+a message grows with the lines a tab holds (it must not).
+
+    .venv/bin/python -m bench.browser_latency            # 50 messages, at 0 and 1000 lines held
     .venv/bin/python -m bench.browser_latency --smoke    # 5 messages
 """
 
@@ -32,7 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.run import host_info, py_version
-from tests.e2e.conftest import CHROMIUM_FLAGS, ChatBackend, ReflexApp, free_port
+from tests.e2e.conftest import CHROMIUM_FLAGS, ChatBackend, ReflexApp, free_port, run_async
+from tests.e2e.test_chat import post_as
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -140,8 +146,23 @@ def exchange(sender: Any, receiver: Any, text: str, timeout_ms: float) -> float:
     return seen_at - sent_at
 
 
-def run_exchanges(context: Any, messages: int, warmup: int, timeout_s: float) -> dict[str, Any]:
-    """Two tabs of one browser context, one room: ``messages`` timed sends from A to B."""
+def fill_room(backend_url: str, room: str, pages: list[Any], lines: int) -> None:
+    """Post messages from a third user until every tab holds `lines` lines (a long-lived tab in a busy room)."""
+    held = min(page.locator("#messages .msg-text").count() for page in pages)
+    if held >= lines:
+        return
+    run_async(post_as(backend_url, "filler", room, [f"filler line {i}" for i in range(lines - held)]))
+    for page in pages:
+        page.wait_for_function(
+            "n => document.querySelectorAll('#messages .msg-text').length >= n", arg=lines, timeout=120_000
+        )
+
+
+def run_exchanges(
+    context: Any, messages: int, warmup: int, timeout_s: float, backend_url: str = "", held_lines: int = 0
+) -> dict[str, Any]:
+    """Two tabs of one browser context, one room: ``messages`` timed sends from A to B,
+    after filling the room until each tab holds ``held_lines`` lines."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     room = f"bench-{uuid.uuid4().hex[:8]}"
@@ -150,6 +171,9 @@ def run_exchanges(context: Any, messages: int, warmup: int, timeout_s: float) ->
     missing: list[str] = []
     alice = open_tab(context, "alice", room)
     bob = open_tab(context, "bob", room)
+    if held_lines:
+        fill_room(backend_url, room, [alice, bob], held_lines)
+    lines_held = bob.locator("#messages .msg-text").count()
     bob.wait_for_function("() => document.querySelectorAll('#member-list .member').length === 2")
     alice.wait_for_function("() => document.querySelectorAll('#member-list .member').length === 2")
     alice.evaluate(SENDER_JS)
@@ -172,6 +196,7 @@ def run_exchanges(context: Any, messages: int, warmup: int, timeout_s: float) ->
     arrived_in_b = sum(1 for i in range(messages) if f"bench {tag} message {i:03d}" in shown)
     return {
         "room": room,
+        "lines_held_before": lines_held,
         "visibility": visibility,
         "latencies_ms": [round(v, 3) for v in latencies],
         "sent": messages,
@@ -181,35 +206,40 @@ def run_exchanges(context: Any, messages: int, warmup: int, timeout_s: float) ->
     }
 
 
-def measure(args: argparse.Namespace, ui_url: str, chromium: str) -> dict[str, Any]:
+def measure(args: argparse.Namespace, ui_url: str, backend_url: str, chromium: str) -> list[dict[str, Any]]:
+    """One run per entry of --held-lines, side by side in one browser."""
     from playwright.sync_api import sync_playwright
 
+    results = []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
         try:
-            context = browser.new_context(base_url=ui_url, viewport={"width": 1100, "height": 720})
-            context.set_default_timeout(30_000)
-            result = run_exchanges(context, args.messages, args.warmup, args.timeout)
-            context.close()
+            for held in args.held_lines:
+                context = browser.new_context(base_url=ui_url, viewport={"width": 1100, "height": 720})
+                context.set_default_timeout(30_000)
+                log(f"measuring with {held} lines held in each tab")
+                results.append(run_exchanges(context, args.messages, args.warmup, args.timeout, backend_url, held))
+                context.close()
         finally:
             browser.close()
-    return result
+    return results
 
 
 def table(report: dict[str, Any]) -> str:
-    s = report["summary"]
-
     def fmt(value: float | None) -> str:
         return "—" if value is None else f"{value:.1f}"
 
-    return "\n".join(
-        [
-            "| scenario | messages | arrived | median ms | p90 ms | max ms | min ms |",
-            "|---|---|---|---|---|---|---|",
-            f"| (d) Reflex tab to tab | {report['result']['sent']} | {report['result']['arrived']} | "
-            f"{fmt(s['median_ms'])} | {fmt(s['p90_ms'])} | {fmt(s['max_ms'])} | {fmt(s['min_ms'])} |",
-        ]
-    )
+    rows = [
+        "| scenario | lines held per tab | messages | arrived | median ms | p90 ms | max ms | min ms |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for result in report["results"]:
+        s = summarize(result["latencies_ms"])
+        rows.append(
+            f"| (d) Reflex tab to tab | {result['lines_held_before']} | {result['sent']} | {result['arrived']} | "
+            f"{fmt(s['median_ms'])} | {fmt(s['p90_ms'])} | {fmt(s['max_ms'])} | {fmt(s['min_ms'])} |"
+        )
+    return "\n".join(rows)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -221,10 +251,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=3, help="unmeasured messages sent first (default 3)")
     parser.add_argument("--timeout", type=float, default=15.0, help="seconds one message may take to arrive")
     parser.add_argument("--out-dir", type=Path, default=RESULTS, help="where browser-<timestamp>.json goes")
+    parser.add_argument(
+        "--held-lines",
+        default="0,1000",
+        help="comma list: for each, fill the room until each tab holds that many lines, then measure (default 0,1000)",
+    )
     parser.add_argument("--smoke", action="store_true", help="5 messages, 1 warm-up")
     args = parser.parse_args(argv)
+    args.held_lines = [int(v) for v in str(args.held_lines).split(",") if v.strip()]
     if args.smoke:
-        args.messages, args.warmup = 5, 1
+        args.messages, args.warmup, args.held_lines = 5, 1, [0]
     if args.messages < 1 or args.warmup < 0:
         parser.error("--messages must be at least 1 and --warmup not negative")
     return args
@@ -248,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"chat backend on {backend.url}; building and starting the Reflex UI (prod) on port {ui_port}")
             app = ReflexApp(workdir, ui_port, backend.url)
             log(f"Reflex UI up on {app.url} after {app.startup_seconds:.0f}s")
-            result = measure(args, app.url, chromium)
+            results = measure(args, app.url, backend.url, chromium)
         finally:
             if app is not None:
                 app.stop()
@@ -265,19 +301,21 @@ def main(argv: list[str] | None = None) -> int:
             "backend": "embedded (hypercorn backend.app:asgi, SQLite)",
             "ui": "reflex run --env prod",
             "backend_env": BACKEND_ENV,
+            "held_lines": args.held_lines,
         },
         "ui_startup_s": round(app.startup_seconds, 1),
-        "result": result,
-        "summary": summarize(result["latencies_ms"]),
+        "results": results,
+        "summaries": [summarize(result["latencies_ms"]) for result in results],
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
     out = args.out_dir / f"browser-{stamp}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(table(report))
     log(f"wrote {out}")
-    if result["missing"] or result["arrived"] != args.messages:
-        log(f"{len(result['missing'])} of {args.messages} messages never reached tab B")
-        return 1
+    for result in results:
+        if result["missing"] or result["arrived"] != args.messages:
+            log(f"{len(result['missing'])} of {args.messages} messages never reached tab B")
+            return 1
     return 0
 
 

@@ -5,13 +5,12 @@ the mention worker, the UI tier, and Debian's nginx in front of both tiers
 (``deploy/nginx.conf.template``), all on one origin:
 
 - ``/socket.io/``, ``/api/``, ``/ws`` and the probes go to the web instances;
-- the page is built once (``reflex export``) and nginx serves the build, so
-  every tab gets the same assets whichever process it meets;
-- Reflex's own socket (``/_event``) goes round robin to M Reflex backend
-  processes (``reflex run --env prod --backend-only``).
+- everything else, the page, goes round robin to M UI processes, which serve
+  the one build of it (``reflex export`` once at start; ``frontend/serve.py``),
+  so every tab gets the same assets whichever process it meets.
 
 The page's chat engine connects back to that same origin, so a browser talks
-to the web fleet itself and a UI process does no work per message.
+to the web fleet itself, and a UI process only serves files.
 Every child's output is printed with its name in front and kept in
 ``<state-dir>/logs/<name>.log``.
 
@@ -48,34 +47,15 @@ HYPERCORN_CONFIG = Path(__file__).resolve().parent / "hypercorn.toml"
 UI_FILES = ["rxconfig.py", "frontend", "assets", "reflex.lock"]
 # The UI tier's nginx parts (see deploy/nginx.conf.template).
 UI_UPSTREAM = """    upstream fleetchat_ui {
-        # The Reflex backends: one socket per tab, for the page's own events.
+        # The UI processes: each serves the one build of the page, so any may serve any tab.
 {{ui_servers}}
         keepalive 16;
     }
 """
-UI_LOCATIONS = """        # Reflex's own endpoints, round robin over the Reflex backends. Its socket is
-        # websocket-only, so a tab stays on one process for the life of its socket,
-        # and any process may take it after a reconnect.
-        location ~ ^/(_event|_upload|_health|_all_routes|ping$|auth-codespace) {
-            proxy_pass http://fleetchat_ui;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection $connection_upgrade;
-            proxy_read_timeout 75s;
-        }
-
-        # The page, built once: the same assets for every tab, whichever process
-        # serves its socket. Hashed assets never change, so they are cached for good.
+UI_LOCATIONS = """        # The page and its assets, round robin over the UI processes.
         location / {
-            root {{ui_static}};
-            gzip_static on;
-            try_files $uri $uri.html $uri/index.html /404.html;
-        }
-
-        location /assets/ {
-            root {{ui_static}};
-            gzip_static on;
-            add_header Cache-Control "public, max-age=31536000, immutable";
-            add_header X-Upstream $upstream_addr always;
+            proxy_pass http://fleetchat_ui;
+            proxy_read_timeout 15s;
         }
 """
 UI_ABSENT_LOCATION = """        location / {
@@ -337,41 +317,32 @@ class Fleet:
                 shutil.copy2(source, app / item)
         return app
 
-    def _ui_env(self) -> dict[str, str]:
-        # The page's chat engine and Reflex's own socket both go to the origin the
-        # page came from: nginx (REFLEX_API_URL is baked into the page).
-        env = {**self._base_env(), "CHAT_BACKEND_URL": "/", "CHAT_UI_ORIGINS": f"{self.lb_url},{self.ui_url}"}
-        env.pop("REDIS_URL", None)
-        env["REFLEX_API_URL"] = self.ui_url
-        return env
-
     async def build_ui(self) -> None:
-        """Build the page once (`reflex export`); nginx serves it to every tab."""
+        """Build the page once (`reflex export`); every UI process serves this one build."""
         app = self._app_copy("ui-build")
+        # The page's chat engine connects to the origin it was served from: nginx.
+        env = {**self._base_env(), "CHAT_BACKEND_URL": "/"}
+        env.pop("REDIS_URL", None)
         argv = [sys.executable, "-m", "reflex", "export", "--frontend-only", "--no-zip"]
         self.say("building the UI (reflex export)...")
         with (self.logs / "ui-build.log").open("ab") as log:
             proc = await asyncio.create_subprocess_exec(
-                *argv, cwd=app, env=self._ui_env(), stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log
+                *argv, cwd=app, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log
             )
             code = await proc.wait()
         if code != 0 or not (self.ui_static / "index.html").exists():
             raise RuntimeError(f"reflex export failed ({code}); see {self.logs / 'ui-build.log'}")
-        # nginx's workers run as an unprivileged user: they must reach the build.
-        self.state_dir.chmod(self.state_dir.stat().st_mode | 0o711)
 
     @property
     def ui_static(self) -> Path:
         return self.state_dir / "ui-build" / ".web" / "build" / "client"
 
     def _ui(self, index: int, port: int) -> Child:
-        """One Reflex backend: it serves tabs' Reflex sockets, nothing per message."""
-        app = self._app_copy(f"ui.{index}")
-        env = {**self._ui_env(), "REFLEX_BACKEND_PORT": str(port)}
-        env.pop("REFLEX_FRONTEND_PORT", None)  # a backend-only run refuses one
-        argv = [sys.executable, "-m", "reflex", "run", "--env", "prod", "--backend-only"]
-        argv += ["--backend-host", "127.0.0.1", "--backend-port", str(port)]
-        return Child(f"ui.{index}", argv, env, self.logs / f"ui.{index}.log", port=port, cwd=app)
+        """One UI process: it serves the build, and nothing per tab or per message."""
+        env = {**self._base_env(), "CHAT_UI_BUILD": str(self.ui_static)}
+        env.pop("REDIS_URL", None)
+        argv = [sys.executable, "-m", "hypercorn", "frontend.serve:app", "--bind", f"127.0.0.1:{port}"]
+        return Child(f"ui.{index}", argv, env, self.logs / f"ui.{index}.log", port=port)
 
     # -- nginx configuration ------------------------------------------------------
 
@@ -397,7 +368,7 @@ class Fleet:
             return {"ui_upstream": "", "ui_locations": UI_ABSENT_LOCATION}
         servers = "\n".join(f"        server 127.0.0.1:{port} max_fails=1 fail_timeout=3s;" for port in self.ports.ui)
         upstream = UI_UPSTREAM.replace("{{ui_servers}}", servers)
-        return {"ui_upstream": upstream, "ui_locations": UI_LOCATIONS.replace("{{ui_static}}", str(self.ui_static))}
+        return {"ui_upstream": upstream, "ui_locations": UI_LOCATIONS}
 
     async def _apply_readiness(self) -> None:
         """Mark not-ready instances down in nginx, unless none is ready (then a
@@ -525,7 +496,7 @@ class Fleet:
             for index, port in enumerate(self.ports.ui, start=1):
                 ui = self._ui(index, port)
                 await self._launch(ui)
-                await self._expect_up(lambda p=port: _answers(p, "/ping"), 120, ui, f"the Reflex backend {ui.name}")
+                await self._expect_up(lambda p=port: _answers(p, "/"), 60, ui, f"the UI process {ui.name}")
         self.ready = True
         self.write_state()
         where = f"open {self.ui_url}  (load balancer {self.lb_url})" if self.with_ui else f"load balancer {self.lb_url}"

@@ -11,6 +11,8 @@ handler that calls one of the engine's methods in the browser.
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
+import logging
 import os
 from typing import Any
 
@@ -78,6 +80,31 @@ def action(method: str, *args: Any) -> rx.Var:
     engine = rx.Var(_js_expr="chat", _var_data=VarData(imports={ENGINE: [ImportVar(tag="chat")]}))
     call = FunctionStringVar(_js_expr=f"{engine}.{method}.bind({engine})", _var_data=engine._get_all_var_data())
     return ArgsFunctionOperation.create((), call.call(*args)).to(FunctionVar, EventChain)
+
+
+# Reflex 0.10.1's page opens a socket to its own server for every tab (to hydrate
+# server state) unless a `backend-enabled=false` cookie is set (utils/state.js,
+# isBackendDisabled: its switch for pages served without a backend). This page
+# has no server state, so that socket would only cost the UI server ~200 KB per
+# tab (bench/README.md, scenario e). The script sets the cookie before any module
+# runs; the engine clears it once the page has mounted (assets/fleetchat.js), so
+# it never reaches another Reflex app on the same host. Applied only to the
+# Reflex version it was read from; tests/e2e/test_chat.py fails when it stops working.
+REFLEX_SOCKET_SWITCH_VERSION = "0.10.1"
+NO_SOCKET_JS = "document.cookie = 'backend-enabled=false; path=/; SameSite=Lax';"
+
+
+def no_reflex_socket() -> rx.Component:
+    """The page's head script that keeps Reflex from opening its own socket per tab."""
+    installed = importlib.metadata.version("reflex")
+    if installed != REFLEX_SOCKET_SWITCH_VERSION:
+        logging.getLogger(__name__).warning(
+            "reflex %s is not %s: each tab keeps a socket to the UI server (frontend/chat.py)",
+            installed,
+            REFLEX_SOCKET_SWITCH_VERSION,
+        )
+        return rx.fragment()
+    return rx.el.script(custom_attrs={"dangerouslySetInnerHTML": {"__html": NO_SOCKET_JS}})
 
 
 class FleetchatClient(rx.Component):

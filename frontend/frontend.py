@@ -85,6 +85,6 @@ def index() -> rx.Component:
     )
 
 
-app = rx.App(stylesheets=["/chat.css"])
+app = rx.App(stylesheets=["/chat.css"], head_components=[chat.no_reflex_socket()])
 app.add_page(index, route="/", title="fleetchat")
 app.add_page(index, route="/chat", title="fleetchat")

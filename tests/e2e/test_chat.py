@@ -325,6 +325,24 @@ def test_twenty_tabs_leave_no_connections(context: Any, chat_backend: ChatBacken
     wait_until(lambda: chat_backend.room_members("general") == 0, 10, "general to empty")
 
 
+def test_the_page_keeps_no_socket_to_the_ui_server(open_tab: Callable[..., Any], reflex_app: ReflexApp) -> None:
+    """The chat's one socket goes to the chat backend: the UI server does nothing per tab."""
+    page = open_tab("solo")
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    page.reload()
+    expect(page.locator("#conn-badge")).to_have_attribute("data-status", "connected")
+    enter_room(page, fresh_room())
+    send(page, "one socket only")
+    expect(page.locator(".msg-text", has_text=exactly("one socket only"))).to_have_count(1)
+    page.click("#color-mode")
+    page.wait_for_timeout(1500)
+    assert sockets and all("/socket.io/" in url for url in sockets), sockets
+    assert not any(f":{reflex_app.port}/" in url for url in sockets), sockets
+    # The switch that keeps Reflex's socket closed is gone once the page is up.
+    assert "backend-enabled" not in page.evaluate("document.cookie")
+
+
 def test_reflex_socket_accepts_only_the_app_origin(reflex_app: ReflexApp) -> None:
     url = f"ws://localhost:{reflex_app.port}/_event/?EIO=4&transport=websocket"
 
