@@ -46,6 +46,8 @@ const RETRY_AFTER_MS = 1000;
 // Errors after which resending the same message cannot succeed.
 const FINAL_ERRORS = new Set(["bad_request", "too_large", "unauthorized", "forbidden"]);
 const STORE_KEY = "fleetchat.tab";
+// The signed-in account, shared by every tab of the browser and kept across restarts.
+const AUTH_KEY = "fleetchat.auth";
 const LOGS_KEY = "fleetchat.logs";
 
 class LinkDown extends Error {}
@@ -58,6 +60,8 @@ class ChatEngine {
     this.started = false;
     // What survives a reload (sessionStorage); logs are saved apart, less often.
     this.s = {
+      // Who this tab chats as: an account id, or "guest:<name>"; the name shown.
+      who: "",
       name: "",
       tabKey: "",
       joined: [],
@@ -78,6 +82,10 @@ class ChatEngine {
     this.formError = "";
     this.sendError = "";
     this.sidebarOpen = false;
+    this.auth = null; // {token, user} of the signed-in account
+    this.authError = "";
+    this.authBusy = false;
+    this.showSignup = false;
     this.lineCache = new WeakMap();
     this.view = this.computeView();
     this.dirty = false;
@@ -91,6 +99,7 @@ class ChatEngine {
 
   load() {
     if (typeof window === "undefined") return;
+    this.auth = readAuth();
     try {
       const saved = JSON.parse(window.sessionStorage.getItem(STORE_KEY) ?? "null");
       if (saved && typeof saved === "object") this.s = { ...this.s, ...saved };
@@ -103,7 +112,28 @@ class ChatEngine {
     } catch {
       // A tab with unreadable storage starts afresh.
     }
+    if (this.auth) this.become(`${this.auth.user.id}`, this.auth.user.name);
+    else if (this.s.who && !this.s.who.startsWith("guest:")) this.become("", "");
     this.view = this.computeView();
+  }
+
+  /** Chat as `who` from now on; another identity than before starts from a clean slate. */
+  become(who, name) {
+    if (who !== this.s.who) {
+      this.s = { ...this.s, who, name, joined: [], outbox: [], unread: {}, epochs: {}, more: {} };
+      this.logs = {};
+      this.members = {};
+      this.typing = {};
+      this.lineCache = new WeakMap();
+      this.restart();
+    }
+    this.s.name = name;
+    if (!who) return;
+    this.s.tabKey ||= randomKey(6);
+    if (this.s.joined.length === 0) {
+      this.s.joined = [DEFAULT_ROOM];
+      this.s.room = DEFAULT_ROOM;
+    }
   }
 
   save() {
@@ -152,6 +182,7 @@ class ChatEngine {
         own: !!this.s.tabKey && clientId.startsWith(this.s.tabKey),
         mention: mentions(message.text, this.s.name),
         pending: false,
+        guest: message.user?.guest === true,
       };
       this.lineCache.set(message, line);
     }
@@ -167,13 +198,27 @@ class ChatEngine {
       if (item.room === room && !sent.has(item.client_id)) {
         let line = this.lineCache.get(item);
         if (line === undefined) {
-          line = { key: item.client_id, user: this.s.name, text: item.text, time: "", own: true, mention: false, pending: true };
+          line = {
+            key: item.client_id,
+            user: this.s.name,
+            text: item.text,
+            time: "",
+            own: true,
+            mention: false,
+            pending: true,
+            guest: !this.auth,
+          };
           this.lineCache.set(item, line);
         }
         lines.push(line);
       }
     }
-    const members = [...new Set((this.members[room] ?? []).map((u) => String(u?.name ?? "?")))].sort(byName);
+    const seen = new Map();
+    for (const u of this.members[room] ?? []) {
+      const name = String(u?.name ?? "?");
+      seen.set(`${u?.guest === true}:${name}`, { name, guest: u?.guest === true });
+    }
+    const members = [...seen.values()].sort((a, b) => byName(a.name, b.name));
     const now = Date.now();
     const typing = Object.entries(this.typing[room] ?? {})
       .filter(([who, until]) => until > now && who !== this.s.name)
@@ -199,8 +244,12 @@ class ChatEngine {
     const previous = this.view;
     const same = (key, value) => (previous && JSON.stringify(previous[key]) === JSON.stringify(value) ? previous[key] : value);
     return {
-      named: !!this.s.name,
+      named: !!this.s.who,
       name: this.s.name,
+      guest: !this.auth,
+      auth_error: this.authError,
+      auth_busy: this.authBusy,
+      show_signup: this.showSignup,
       room,
       can_leave: this.s.joined.length > 1,
       status: this.status,
@@ -228,23 +277,86 @@ class ChatEngine {
       return;
     }
     this.formError = "";
-    if (name !== this.s.name) {
-      // A new name is a new user: start from a clean slate.
-      this.s = { ...this.s, name, joined: [], outbox: [], unread: {}, epochs: {}, more: {} };
-      this.logs = {};
-      this.members = {};
-      this.typing = {};
-      this.lineCache = new WeakMap();
-      this.restart();
-    }
-    this.s.tabKey ||= randomKey(6);
-    if (this.s.joined.length === 0) {
-      this.s.joined = [DEFAULT_ROOM];
-      this.s.room = DEFAULT_ROOM;
-    }
+    this.authError = "";
+    this.become(`guest:${name.toLowerCase()}`, name);
     this.save();
     this.changed();
     this.poke();
+  }
+
+  toggleSignup() {
+    this.showSignup = !this.showSignup;
+    this.authError = "";
+    this.changed();
+  }
+
+  /** Sign in (`create` false) or create an account, then chat as it in every tab of this browser. */
+  async account(form, create) {
+    if (this.authBusy) return;
+    const body = { username: String(form?.username ?? "").trim(), password: String(form?.password ?? "") };
+    if (create && form?.display_name) body.display_name = String(form.display_name).trim();
+    this.authBusy = true;
+    this.authError = "";
+    this.changed();
+    try {
+      const answer = await this.post(create ? "/api/auth/signup" : "/api/auth/login", body);
+      if (answer.ok && answer.body?.token) {
+        writeAuth({ token: answer.body.token, user: answer.body.user });
+        this.adoptAuth();
+      } else {
+        this.authError = answer.body?.detail ?? `could not ${create ? "create the account" : "sign in"}`;
+      }
+    } finally {
+      this.authBusy = false;
+      this.changed();
+    }
+  }
+
+  /** The account form: it signs in, or creates the account when switched to that. */
+  submitAccount(form) {
+    return this.account(form, this.showSignup);
+  }
+
+  /** Sign out: the server ends the session (every tab and device with it), and the tab forgets who it was. */
+  async signOut() {
+    const token = this.auth?.token;
+    writeAuth(null);
+    this.auth = null;
+    this.become("", "");
+    this.save();
+    this.changed();
+    if (token) await this.post("/api/auth/logout", null, token);
+  }
+
+  /** Another tab of this browser signed in or out: follow it. */
+  adoptAuth() {
+    this.auth = readAuth();
+    if (this.auth) this.become(`${this.auth.user.id}`, this.auth.user.name);
+    else if (!this.s.who.startsWith("guest:")) this.become("", "");
+    this.save();
+    this.changed();
+    this.poke();
+  }
+
+  /** POST JSON to the chat backend; {ok, status, body}, never throws. */
+  async post(path, body, token = null) {
+    const headers = { "content-type": "application/json" };
+    if (token) headers.authorization = `Bearer ${token}`;
+    for (const url of this.urls.length ? this.urls : [defaultBackendUrl()]) {
+      try {
+        const response = await fetch(`${url}${path}`, {
+          method: "POST",
+          headers,
+          body: body === null ? undefined : JSON.stringify(body),
+          signal: AbortSignal.timeout(15000),
+        });
+        const text = await response.text();
+        return { ok: response.ok, status: response.status, body: text ? JSON.parse(text) : null };
+      } catch {
+        // That backend is unreachable: try the next.
+      }
+    }
+    return { ok: false, status: 0, body: { detail: "the chat server cannot be reached; try again" } };
   }
 
   openRoom(value) {
@@ -317,6 +429,9 @@ class ChatEngine {
     this.urls = urls.length ? urls : [defaultBackendUrl()];
     if (this.started) return;
     this.started = true;
+    window.addEventListener("storage", (event) => {
+      if (event.key === AUTH_KEY) this.adoptAuth();
+    });
     window.addEventListener("pagehide", () => {
       this.save();
       this.saveLogs();
@@ -361,7 +476,7 @@ class ChatEngine {
     let start = 0;
     let failures = 0;
     for (;;) {
-      if (!this.s.name) {
+      if (!this.s.who) {
         await this.idle(60000);
         continue;
       }
@@ -395,6 +510,26 @@ class ChatEngine {
     }
   }
 
+  /** Whether the backend refused who this tab is (not a network failure): then the tab
+   * stops being that user and asks again, saying why. */
+  refused(data) {
+    const code = data?.error;
+    if (code !== "unauthorized" && code !== "name_taken") return false;
+    if (this.auth) {
+      writeAuth(null);
+      this.auth = null;
+      this.authError = "Your session has ended: sign in again.";
+    } else if (code === "name_taken") {
+      this.formError = String(data.detail ?? "That name belongs to an account.");
+    } else {
+      this.authError = String(data.detail ?? "Sign in first.");
+    }
+    this.become("", "");
+    this.save();
+    this.changed();
+    return true;
+  }
+
   /** Connect to the first backend that answers, starting at `start`; null when none does. */
   async connect(start) {
     const reasons = [];
@@ -404,7 +539,7 @@ class ChatEngine {
         transports: ["websocket"],
         reconnection: false,
         timeout: CONNECT_TIMEOUT_MS,
-        auth: { name: this.s.name },
+        auth: this.auth ? { token: this.auth.token } : { name: this.s.name },
       });
       const error = await new Promise((resolve) => {
         socket.once("connect", () => resolve(null));
@@ -416,6 +551,7 @@ class ChatEngine {
         return socket;
       }
       socket.disconnect();
+      if (this.refused(error?.data)) return null;
       reasons.push(`${url}: ${error?.message ?? error}`);
     }
     this.linkError = reasons.join("; ").slice(0, 300);
@@ -540,7 +676,8 @@ class ChatEngine {
       }
       if (ack.ok && typeof ack.id === "string" && Number.isInteger(ack.seq)) {
         // Show it from the ack: the broadcast may be lost; dedupe by id.
-        this.applyMessage({ ...item, id: ack.id, seq: ack.seq, ts: ack.ts, user: { name: this.s.name } });
+        const user = this.auth ? { ...this.auth.user } : { name: this.s.name, guest: true };
+        this.applyMessage({ ...item, id: ack.id, seq: ack.seq, ts: ack.ts, user });
       } else if (!ack.ok) {
         this.sendError = `Not sent: ${ack.detail ?? ack.error}`;
       }
@@ -652,6 +789,25 @@ class ChatEngine {
     }
   }
 }
+
+/** The signed-in account of this browser ({token, user}), or null. */
+const readAuth = () => {
+  try {
+    const auth = JSON.parse(window.localStorage.getItem(AUTH_KEY) ?? "null");
+    return auth && typeof auth.token === "string" && auth.user && typeof auth.user.id === "string" ? auth : null;
+  } catch {
+    return null;
+  }
+};
+
+const writeAuth = (auth) => {
+  try {
+    if (auth) window.localStorage.setItem(AUTH_KEY, JSON.stringify(auth));
+    else window.localStorage.removeItem(AUTH_KEY);
+  } catch {
+    // Storage blocked: this tab stays signed in until it is closed.
+  }
+};
 
 /** Where the chat backend is when the page was built without CHAT_BACKEND_URL. */
 const defaultBackendUrl = () => `${window.location.protocol}//${window.location.hostname}:8000`;

@@ -19,6 +19,8 @@ from quart import Quart
 from quart_schema import Info, QuartSchema
 
 from backend import http, lean_websocket, logs
+from backend.accounts import build_accounts
+from backend.auth import Identity
 from backend.bridge import bridge
 from backend.chat import Chat, run_periodically
 from backend.config import Settings, get_settings
@@ -50,6 +52,7 @@ def create_app(settings: Settings | None = None) -> tuple[Any, Quart, Chat]:
     lean_websocket.enabled = settings.lean_websockets
     metrics = Metrics()
     store = build_store(settings)
+    accounts = build_accounts(settings)
     fleet = settings.redis_url is not None
     manager: LocalManager | FleetManager = (
         FleetManager(settings.redis_url, channel="fleetchat", redis_options=REDIS_MANAGER_OPTIONS)
@@ -74,11 +77,18 @@ def create_app(settings: Settings | None = None) -> tuple[Any, Quart, Chat]:
         store.announce_on(manager.channel, manager.host_id)
     if isinstance(manager, FleetManager):
         manager.on_resubscribe = _count_resubscribes(metrics, chat.relay.sweep_soon)
+        manager.on_revoke = chat.end_session_here
     register(sio, chat)
     logs.instrument_socketio(sio)
 
     app = Quart("fleetchat")
-    QuartSchema(app, info=Info(title="fleetchat", version="1"), openapi_path="/openapi.json")
+    # exclude_none: a user object carries "guest" or "username" only when it has one.
+    QuartSchema(
+        app,
+        info=Info(title="fleetchat", version="1"),
+        openapi_path="/openapi.json",
+        pydantic_dump_options={"exclude_none": True},
+    )
     http.install(app, chat)
     logs.install_http(app)
     app.register_blueprint(bridge)
@@ -92,6 +102,9 @@ def create_app(settings: Settings | None = None) -> tuple[Any, Quart, Chat]:
     async def start() -> None:
         drain.install()
         await store.open()
+        await accounts.open()
+        chat.identity = Identity(settings, accounts, getattr(store, "redis", None))
+        await _tolerate(chat.identity.secret())
         await _tolerate(store.room_info(settings.default_room))
         if fleet:
             assert isinstance(store, RedisStore) and store.redis is not None
@@ -126,6 +139,7 @@ def create_app(settings: Settings | None = None) -> tuple[Any, Quart, Chat]:
                 await task
         await _tolerate(chat.presence.drop_instance())
         await store.close()
+        await accounts.close()
 
     asgi = socketio.ASGIApp(sio, other_asgi_app=app, socketio_path="socket.io")
     return asgi, app, chat

@@ -16,16 +16,17 @@ import orjson
 from quart import Blueprint, current_app, websocket
 
 from backend import origins
-from backend.auth import authenticate
 from backend.chat import Chat, Connection
 from backend.limits import client_address
 from backend.models import ChatError, JoinRequest, SendRequest, parse
-from backend.store.base import Message
+from backend.store.base import Message, StoreUnavailable
 
 bridge = Blueprint("bridge", __name__)
 
 GOING_AWAY = "\x00going-away"
 """Queued by the drain on SIGTERM: close with 1001 so the client reconnects elsewhere."""
+SIGNED_OUT = "\x00signed-out"
+"""Queued when the token's session ends (logout): close with 1008, policy violation."""
 QUEUE_LIMIT = 1000
 """A bridge client this many messages behind is disconnected, not buffered forever."""
 
@@ -45,9 +46,16 @@ async def ws_bridge() -> None:
         )
         await chat.admit(address)
         room = parse(JoinRequest, {"room": websocket.args.get("room", "general")}).room
-        user = authenticate(
-            chat.settings, {"name": websocket.args.get("name", ""), "token": websocket.args.get("token")}
+        assert chat.identity is not None
+        user, session = await chat.identity.connect(
+            {"name": websocket.args.get("name", ""), "token": websocket.args.get("token")}
         )
+    except StoreUnavailable:
+        exc = ChatError("unavailable", "accounts are unreachable right now, retry shortly", 503)
+        chat.metrics.connections_refused.labels(exc.code).inc()
+        await websocket.send(orjson.dumps(exc.ack()).decode())
+        await websocket.close(1011, exc.detail[:120])
+        return
     except ChatError as exc:
         chat.metrics.connections_refused.labels(exc.code).inc()
         await websocket.send(orjson.dumps(exc.ack()).decode())
@@ -55,7 +63,7 @@ async def ws_bridge() -> None:
         return
 
     sid = "ws:" + uuid.uuid4().hex
-    conn = chat.open_connection(sid, user)
+    conn = chat.open_connection(sid, user, session)
     outbox: asyncio.Queue[str | None] = asyncio.Queue(QUEUE_LIMIT)
 
     def on_message(message: Message) -> None:
@@ -68,6 +76,12 @@ async def ws_bridge() -> None:
     def going_away() -> None:
         outbox._queue.clear()  # type: ignore[attr-defined]
         outbox.put_nowait(GOING_AWAY)
+
+    def signed_out() -> None:
+        outbox._queue.clear()  # type: ignore[attr-defined]
+        outbox.put_nowait(SIGNED_OUT)
+
+    chat.closers[sid] = signed_out
 
     drain = current_app.extensions.get("fleetchat_drain")
     if drain is not None:
@@ -91,15 +105,18 @@ async def ws_bridge() -> None:
     finally:
         if drain is not None:
             drain.bridge_closers.pop(sid, None)
+        chat.closers.pop(sid, None)
         chat.unsubscribe(room, on_message)
         await chat.close_connection(sid)  # leaves the room; copes with a store outage
 
 
 async def _write(outbox: asyncio.Queue[str | None]) -> None:
-    while (frame := await outbox.get()) is not None and frame is not GOING_AWAY:
+    while (frame := await outbox.get()) is not None and frame is not GOING_AWAY and frame is not SIGNED_OUT:
         await websocket.send(frame)
     if frame is GOING_AWAY:
         await websocket.close(1001, "server shutting down: reconnect")
+    elif frame is SIGNED_OUT:
+        await websocket.close(1008, "signed out: this token's session has ended")
     else:
         await websocket.close(1008, "too slow: fell too far behind")
 

@@ -18,8 +18,9 @@ from typing import Any
 
 import socketio
 
+from backend.auth import Identity
 from backend.config import Settings
-from backend.fanout import Fanout
+from backend.fanout import REVOKE_EVENT, REVOKE_ROOM, Fanout
 from backend.limits import ConnectLimiter, KeyedBuckets, TokenBucket
 from backend.mentions import mention_room, mentioned, notification
 from backend.metrics import Metrics
@@ -54,12 +55,8 @@ class Connection:
     rooms: set[str] = field(default_factory=set)
     joining: set[str] = field(default_factory=set)
     """Rooms whose join is in flight (reserved before its first await)."""
-
-
-def anonymous_user(name: str) -> User:
-    """Without ``CHAT_AUTH_SECRET`` a name is the identity: two connections with
-    the same name are the same user (one person, two tabs)."""
-    return {"id": "anon:" + name.casefold(), "name": name}
+    session: str | None = None
+    """The sign-in session of the token it connected with (None: a guest or an operator's token)."""
 
 
 def now_ms() -> int:
@@ -88,6 +85,10 @@ class Chat:
         self.user_limits = None if store.limits_users else KeyedBuckets(settings.rate, settings.rate_burst)
         """Messages per user in embedded mode; a fleet store enforces it in its append."""
         self.connect_limiter = ConnectLimiter(settings.connects_per_minute, lambda: getattr(store, "redis", None))
+        self.identity: Identity | None = None
+        """Tokens and guests (set by the app, with the account store)."""
+        self.closers: dict[str, Callable[[], None]] = {}
+        """How to end each ``/ws`` bridge connection (Socket.IO ones end through ``sio``)."""
 
     # -- connections ----------------------------------------------------------
 
@@ -99,9 +100,9 @@ class Chat:
         if not await self.connect_limiter.allow(address):
             raise ChatError("rate_limited", "too many new connections from this address, retry in a minute", 429)
 
-    def open_connection(self, sid: str, user: User) -> Connection:
+    def open_connection(self, sid: str, user: User, session: str | None = None) -> Connection:
         s = self.settings
-        conn = Connection(user, TokenBucket(s.rate, s.rate_burst), TokenBucket(5.0, 10))
+        conn = Connection(user, TokenBucket(s.rate, s.rate_burst), TokenBucket(5.0, 10), session=session)
         self.connections[sid] = conn
         self.metrics.connected.inc()
         return conn
@@ -130,6 +131,21 @@ class Chat:
             except ChatError as exc:  # the store is down: remove it from presence later
                 log.warning("presence cleanup for %s in %s deferred: %s", sid, room, exc.detail)
                 self._presence_retry.append((room, sid, conn.user))
+
+    async def revoke_session(self, session: str) -> None:
+        """A session ended (logout): close its connections here and on every other instance."""
+        await self.end_session_here(session)
+        await self.sio.emit(REVOKE_EVENT, {"session": session}, room=REVOKE_ROOM)
+
+    async def end_session_here(self, session: str) -> None:
+        for sid, conn in list(self.connections.items()):
+            if conn.session != session:
+                continue
+            closer = self.closers.get(sid)
+            if closer is not None:
+                closer()
+            else:
+                await self.sio.disconnect(sid)
 
     # -- local listeners and delivery -------------------------------------------
 

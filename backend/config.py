@@ -23,6 +23,13 @@ class Settings(BaseSettings):
     db_path: str = "data/chat.db"
     cors_origins: str = "http://localhost:3000,http://127.0.0.1:3000"
     auth_secret: str | None = None
+    """Signs and checks tokens; without it one is generated and kept (backend/auth.py)."""
+    guests: bool | None = None
+    """Whether a connection without a token may chat under a name of its choice (``guests_allowed``)."""
+    token_ttl_seconds: float = Field(default=30 * 86_400, gt=60, description="how long a sign-in lasts")
+    login_failures_per_user: int = Field(default=10, ge=1, description="failed logins per username per window")
+    login_failures_per_address: int = Field(default=20, ge=1, description="failed logins per address per window")
+    login_window_seconds: float = Field(default=900, gt=0)
     max_message_chars: int = Field(default=4000, ge=1, le=100_000)
     max_payload_bytes: int = Field(default=65_536, ge=1024)
     rate: float = Field(default=10.0, gt=0, description="messages per second per connection")
@@ -62,6 +69,12 @@ class Settings(BaseSettings):
             return True
         allowed = self.cors_origin_list
         return allowed == "*" or origin in allowed
+
+    @property
+    def guests_allowed(self) -> bool:
+        """``CHAT_GUESTS`` when set; otherwise guests are welcome unless ``CHAT_AUTH_SECRET``
+        is set (a deployment that set a secret meant every user to hold a token)."""
+        return self.guests if self.guests is not None else not self.auth_secret
 
     @property
     def trusted_proxy_set(self) -> frozenset[str]:

@@ -12,10 +12,10 @@ from typing import Any
 
 import socketio
 
-from backend.auth import authenticate
 from backend.chat import Chat
 from backend.limits import client_address
 from backend.models import ChatError
+from backend.store.base import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +29,16 @@ def register(sio: socketio.AsyncServer, chat: Chat) -> None:
             return _reserved("connect")  # an event a client emitted, not a new connection
         try:
             await chat.admit(_address(chat, environ))
-            user = authenticate(chat.settings, auth)
+            assert chat.identity is not None
+            user, session = await chat.identity.connect(auth)
+        except StoreUnavailable:
+            exc = ChatError("unavailable", "accounts are unreachable right now, retry shortly", 503)
+            chat.metrics.connections_refused.labels(exc.code).inc()
+            raise socketio.exceptions.ConnectionRefusedError(exc.detail, exc.ack()) from None
         except ChatError as exc:
             chat.metrics.connections_refused.labels(exc.code).inc()
             raise socketio.exceptions.ConnectionRefusedError(exc.detail, exc.ack()) from None
-        chat.open_connection(sid, user)
+        chat.open_connection(sid, user, session)
         await sio.enter_room(sid, chat.mention_room_of(user))
 
     @sio.event

@@ -15,7 +15,7 @@ so each socket sees every message once and in ``seq`` order. Everything else
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import socketio
@@ -25,6 +25,11 @@ from socketio import packet as sio_packet
 from backend.lean_websocket import text_frame
 from backend.relay import Relay
 from backend.server_tuning import direct_transport
+
+REVOKE_EVENT = "fc:revoke"
+"""Published to every instance when a session ends: never delivered to a client."""
+REVOKE_ROOM = "fc:revoke"
+"""A room no socket joins, so the publishing instance delivers the event to nobody."""
 
 NAMESPACE = "/"
 
@@ -164,9 +169,16 @@ class FleetManager(RelayHook, socketio.AsyncRedisManager):
                 await asyncio.sleep(retry_sleep)
                 retry_sleep = min(retry_sleep * 2, self.max_retry_sleep)
 
+    on_revoke: Callable[[str], Awaitable[None]] | None = None
+    """Ends this instance's connections of a session another instance revoked (logout)."""
+
     async def _handle_emit(self, message):  # type: ignore[no-untyped-def]
         data = message.get("data")
         single = isinstance(data, list) and len(data) == 1 and not message.get("binary")
+        if single and message.get("event") == REVOKE_EVENT and isinstance(data[0], dict):
+            if self.on_revoke is not None and isinstance(data[0].get("session"), str):
+                await self.on_revoke(data[0]["session"])
+            return
         if single and message.get("event") == "message" and self.relay_message(data[0]):
             return
         if single and self.fan_out(

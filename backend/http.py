@@ -23,10 +23,11 @@ from quart_schema import (
 from werkzeug.exceptions import HTTPException
 
 from backend import origins
-from backend.auth import bearer_user
-from backend.chat import Chat, anonymous_user
+from backend.chat import Chat
+from backend.http_auth import auth_api
 from backend.limits import KeyedBuckets
 from backend.models import ChatError, HttpPostMessage, JoinRequest, MessageId, parse
+from backend.store.base import StoreUnavailable
 
 api = Blueprint("api", __name__)
 
@@ -44,6 +45,8 @@ class RoomsOut(BaseModel):
 class UserOut(BaseModel):
     id: str
     name: str
+    username: str | None = None
+    guest: bool | None = None
 
 
 class MessageOut(BaseModel):
@@ -144,6 +147,7 @@ async def get_messages(room: str, query_args: PageQuery) -> PageOut:
 @validate_response(PostedOut, 201)
 @document_response(ErrorOut, 400)
 @document_response(ErrorOut, 401)
+@document_response(ErrorOut, 409)
 @document_response(ErrorOut, 403)
 @document_response(ErrorOut, 404)
 @document_response(ErrorOut, 413)
@@ -152,15 +156,21 @@ async def get_messages(room: str, query_args: PageQuery) -> PageOut:
 async def post_message(room: str, data: HttpPostMessage) -> tuple[PostedOut, int]:
     """Post a message over plain HTTP; it reaches every socket in the room.
 
-    With ``CHAT_AUTH_SECRET`` set it needs ``Authorization: Bearer <token>``,
-    and the token, not ``name``, says who posts."""
+    With ``Authorization: Bearer <token>`` the token, not ``name``, says who
+    posts; without one, ``name`` posts as a guest where guests are allowed."""
     chat = _chat()
     name = _room(room)
-    user = bearer_user(chat.settings, request.headers.get("Authorization"))
-    if user is None:
-        if data.name is None:
-            raise ChatError("bad_request", "name is required", 400)
-        user = anonymous_user(data.name)
+    assert chat.identity is not None
+    try:
+        found = await chat.identity.bearer(request.headers.get("Authorization"))
+        if found is None:
+            if data.name is None:
+                raise ChatError("bad_request", "name is required", 400)
+            user = await chat.identity.guest(data.name)
+        else:
+            user = found[0]
+    except StoreUnavailable:
+        raise ChatError("unavailable", "accounts are unreachable right now, retry shortly", 503) from None
     limits: KeyedBuckets = current_app.extensions["fleetchat_http_limits"]
     if not limits.take(request.remote_addr or "unknown"):
         raise ChatError("rate_limited", "too many posts from this address", 429)
@@ -186,6 +196,7 @@ def install(app: Quart, chat: Chat) -> None:
     app.extensions["fleetchat"] = chat
     app.extensions["fleetchat_http_limits"] = KeyedBuckets(chat.settings.rate, chat.settings.rate_burst)
     app.register_blueprint(api)
+    app.register_blueprint(auth_api)
     origins.install(app, chat.settings)
 
     @app.errorhandler(ChatError)

@@ -285,6 +285,8 @@ class Fleet:
             **self._base_env(),
             "CHAT_CORS_ORIGINS": os.environ.get("CHAT_CORS_ORIGINS", ",".join(origins)),
             "CHAT_TRUSTED_PROXIES": os.environ.get("CHAT_TRUSTED_PROXIES", "127.0.0.1"),
+            # Accounts only, as the Procfile has it; CHAT_GUESTS=true admits guests.
+            "CHAT_GUESTS": os.environ.get("CHAT_GUESTS", "false"),
         }
         argv = [sys.executable, "-m", "hypercorn", "--config", str(HYPERCORN_CONFIG), "backend.app:asgi"]
         argv += ["--bind", f"127.0.0.1:{port}", "--workers", "0", "--worker-class", "uvloop"]

@@ -50,6 +50,15 @@ class ChatLine:
     own: bool
     mention: bool
     pending: bool
+    guest: bool
+
+
+@dataclasses.dataclass
+class Member:
+    """Someone in the room on screen (built by the engine)."""
+
+    name: str
+    guest: bool
 
 
 @dataclasses.dataclass
@@ -118,6 +127,10 @@ class FleetchatClient(rx.Component):
 # The view, field by field (assets/fleetchat.js, computeView).
 named = field("named", bool)
 name = field("name", str)
+guest = field("guest", bool)
+auth_error = field("auth_error", str)
+auth_busy = field("auth_busy", bool)
+show_signup = field("show_signup", bool)
 room = field("room", str)
 can_leave = field("can_leave", bool)
 status = field("status", str)
@@ -125,7 +138,7 @@ backend = field("backend", str)
 form_error = field("form_error", str)
 send_error = field("send_error", str)
 lines = field("lines", list[ChatLine])
-members = field("members", list[str])
+members = field("members", list[Member])
 typing_text = field("typing_text", str)
 directory = field("directory", list[RoomInfo])
 has_older = field("has_older", bool)

@@ -16,34 +16,107 @@ from frontend.components.messages import composer, message_list, typing_line
 from frontend.components.sidebar import sidebar
 
 
-def start_card() -> rx.Component:
-    """Pick a name; each tab is its own user."""
-    return rx.center(
-        rx.card(
-            rx.form(
-                rx.vstack(
-                    rx.heading("fleetchat", size="7"),
-                    rx.text("Pick a name to start chatting.", color_scheme="gray"),
-                    rx.input(
-                        id="name-input",
-                        name="name",
-                        placeholder="Your name",
-                        max_length=chat.MAX_NAME,
-                        auto_focus=True,
-                        size="3",
-                        width="100%",
-                    ),
-                    rx.cond(
-                        chat.form_error != "",
-                        rx.text(chat.form_error, id="name-error", color_scheme="red", size="2"),
-                    ),
-                    rx.button("Start chatting", id="name-submit", type="submit", size="3", width="100%"),
-                    spacing="3",
+def account_form() -> rx.Component:
+    """Sign in, or create an account: the same person in every tab, after a reload and a restart."""
+    return rx.form(
+        rx.vstack(
+            rx.input(
+                id="auth-username",
+                name="username",
+                placeholder="Username",
+                auto_complete="username",
+                max_length=32,
+                size="3",
+                width="100%",
+            ),
+            rx.cond(
+                chat.show_signup,
+                rx.input(
+                    id="auth-display-name",
+                    name="display_name",
+                    placeholder="Display name (optional)",
+                    max_length=chat.MAX_NAME,
+                    size="3",
                     width="100%",
                 ),
-                on_submit=chat.action("pickName", FORM_DATA),
             ),
-            width="min(92vw, 380px)",
+            rx.input(
+                id="auth-password",
+                name="password",
+                type="password",
+                placeholder="Password",
+                auto_complete=rx.cond(chat.show_signup, "new-password", "current-password"),
+                size="3",
+                width="100%",
+            ),
+            rx.cond(chat.auth_error != "", rx.text(chat.auth_error, id="auth-error", color_scheme="red", size="2")),
+            rx.button(
+                rx.cond(chat.show_signup, "Create account", "Sign in"),
+                id="auth-submit",
+                type="submit",
+                size="3",
+                width="100%",
+                loading=chat.auth_busy,
+            ),
+            rx.button(
+                rx.cond(chat.show_signup, "I have an account: sign in", "New here? Create an account"),
+                id="auth-toggle",
+                type="button",
+                variant="ghost",
+                on_click=chat.action("toggleSignup"),
+                size="2",
+            ),
+            spacing="3",
+            width="100%",
+        ),
+        on_submit=chat.action("submitAccount", FORM_DATA),
+        width="100%",
+    )
+
+
+def guest_form() -> rx.Component:
+    """A display name of one's choice, for this tab only (where the server admits guests)."""
+    return rx.form(
+        rx.vstack(
+            rx.text("Or chat as a guest, in this tab:", color_scheme="gray", size="2"),
+            rx.hstack(
+                rx.input(
+                    id="name-input",
+                    name="name",
+                    placeholder="Your name",
+                    max_length=chat.MAX_NAME,
+                    size="3",
+                    flex="1",
+                ),
+                rx.button("Continue as guest", id="name-submit", type="submit", size="3", variant="soft"),
+                width="100%",
+            ),
+            rx.cond(chat.form_error != "", rx.text(chat.form_error, id="name-error", color_scheme="red", size="2")),
+            spacing="2",
+            width="100%",
+        ),
+        on_submit=chat.action("pickName", FORM_DATA),
+        width="100%",
+    )
+
+
+def start_card() -> rx.Component:
+    """Sign in, create an account, or continue as a guest."""
+    return rx.center(
+        rx.card(
+            rx.vstack(
+                rx.heading("fleetchat", size="7"),
+                rx.text(
+                    rx.cond(chat.show_signup, "Create your account.", "Sign in to chat."),
+                    color_scheme="gray",
+                ),
+                account_form(),
+                rx.separator(),
+                guest_form(),
+                spacing="4",
+                width="100%",
+            ),
+            width="min(92vw, 420px)",
             size="3",
         ),
         rx.box(rx.color_mode.button(variant="ghost"), position="fixed", top="12px", right="12px"),

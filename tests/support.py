@@ -258,6 +258,7 @@ FLEET_ENV = {
     "CHAT_RATE_BURST": "1000",
     "CHAT_PRESENCE_TTL_SECONDS": "3",
     "CHAT_LOG_FORMAT": "json",
+    "CHAT_GUESTS": "true",  # the fleet tests' clients connect as guests
 }
 
 

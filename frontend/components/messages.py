@@ -17,6 +17,7 @@ def message_line(line: rx.Var[chat.ChatLine], rest: rx.RestProp) -> rx.Component
     return rx.box(
         rx.hstack(
             rx.text(line.user, size="1", weight="bold", class_name="msg-user", style=TEXT_STYLE),
+            rx.cond(line.guest, rx.text("guest", size="1", color_scheme="gray", class_name="msg-guest")),
             rx.text(rx.cond(line.pending, "sending…", line.time), size="1", color_scheme="gray", class_name="msg-time"),
             spacing="2",
             align="baseline",

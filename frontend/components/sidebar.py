@@ -41,13 +41,26 @@ def new_room_form() -> rx.Component:
     )
 
 
+def guest_badge(guest: rx.Var[bool], class_name: str) -> rx.Component:
+    """Guests chose their name; accounts signed in. The badge tells them apart."""
+    return rx.cond(guest, rx.badge("guest", size="1", variant="outline", color_scheme="gray", class_name=class_name))
+
+
+def member_item(member: rx.Var[chat.Member]) -> rx.Component:
+    return rx.hstack(
+        rx.text(member.name, size="2", class_name="member", truncate=True),
+        guest_badge(member.guest, "member-guest"),
+        spacing="1",
+        align="center",
+        width="100%",
+        key=member.name,
+    )
+
+
 def member_list() -> rx.Component:
     return rx.vstack(
         rx.text("Here now (", chat.members.length(), ")", size="2", weight="bold", color_scheme="gray"),
-        rx.foreach(
-            chat.members,
-            lambda member: rx.text(member, size="2", class_name="member", truncate=True, width="100%", key=member),
-        ),
+        rx.foreach(chat.members, member_item),
         id="member-list",
         spacing="1",
         width="100%",

@@ -27,7 +27,7 @@ async def test_two_clients_exchange_messages_both_ways(embedded, clients):
     await bob.send(r, "hi alice")
     await async_wait_for(lambda: "hi alice" in alice.texts(r), what="alice gets bob's message")
     received = bob.messages(r)[0]
-    assert received["user"] == {"id": "anon:alice", "name": "alice"}
+    assert received["user"] == {"id": "anon:alice", "name": "alice", "guest": True}
     assert received["id"] == ack["id"] and received["room"] == r
     # the sender gets its own message too, once
     await async_wait_for(lambda: alice.texts(r) == ["hello bob", "hi alice"], what="alice sees both once")
@@ -96,7 +96,11 @@ async def test_presence_and_typing_reach_the_others(embedded, clients):
     await async_wait_for(lambda: any(p.get("joined", {}).get("name") == "bob" for p in alice.events["presence"]))
     assert (await bob.call("typing", {"room": r, "typing": True}))["ok"]
     await async_wait_for(lambda: alice.events["typing"], what="typing event")
-    assert alice.events["typing"][0] == {"room": r, "user": {"id": "anon:bob", "name": "bob"}, "typing": True}
+    assert alice.events["typing"][0] == {
+        "room": r,
+        "user": {"id": "anon:bob", "name": "bob", "guest": True},
+        "typing": True,
+    }
     assert not bob.events["typing"], "the typist does not hear itself"
     assert (await bob.call("leave", {"room": r}))["ok"]
     await async_wait_for(lambda: any(p.get("left", {}).get("name") == "bob" for p in alice.events["presence"]))
@@ -109,7 +113,12 @@ async def test_a_spoofed_user_field_is_ignored(embedded, clients):
     alice = await clients(embedded.url, "alice")
     await mallory.join(r)
     await alice.join(r)
-    payload = {"room": r, "text": "it is me", "client_id": "x1", "user": {"id": "anon:alice", "name": "alice"}}
+    payload = {
+        "room": r,
+        "text": "it is me",
+        "client_id": "x1",
+        "user": {"id": "anon:alice", "name": "alice", "guest": True},
+    }
     assert (await mallory.call("message", payload))["ok"]
     await async_wait_for(lambda: alice.messages(r), what="message")
     assert alice.messages(r)[0]["user"]["name"] == "mallory"

@@ -124,6 +124,10 @@ def args_for(event: str) -> st.SearchStrategy[tuple[Any, ...]]:
     return st.integers(0, 9).flatmap(lambda i: big_values.map(lambda p: (p,)) if i == 0 else usual)
 
 
+USER_KEYS = {"id", "name", "guest", "username"}
+"""What a user object may hold: a guest carries ``guest``, an account its ``username``."""
+
+
 def invalid_broadcasts(events: list[tuple[str, Any]], users: set[str]) -> list[str]:
     """Everything an observer received that breaks the protocol: wrong shape,
     a user it did not come from, text that should have been refused, a seq gap."""
@@ -137,7 +141,7 @@ def invalid_broadcasts(events: list[tuple[str, Any]], users: set[str]) -> list[s
             room, seq, text = data["room"], data["seq"], data["text"]
             if not (isinstance(seq, int) and data["id"] == f"{seq:012d}" and isinstance(data["ts"], int)):
                 problems.append(f"bad id/seq/ts: {data!r:.200}")
-            if data["user"].get("id") not in users or set(data["user"]) != {"id", "name"}:
+            if data["user"].get("id") not in users or not {"id", "name"} <= set(data["user"]) <= USER_KEYS:
                 problems.append(f"spoofed or unknown user: {data['user']!r:.200}")
             if not isinstance(text, str) or not text.strip() or "\x00" in text or len(text) > 4000:
                 problems.append(f"text that must have been refused: {text!r:.100}")

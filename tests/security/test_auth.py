@@ -138,6 +138,6 @@ def test_mint_cli_prints_a_token_the_backend_accepts():
 async def test_without_a_secret_anonymous_names_still_work_and_tokens_are_not_needed(embedded, clients):
     r = room()
     a = await clients(embedded.url, "anon-a")
-    assert (await a.join(r))["members"] == [{"id": "anon:anon-a", "name": "anon-a"}]
+    assert (await a.join(r))["members"] == [{"id": "anon:anon-a", "name": "anon-a", "guest": True}]
     status, _, body = request(embedded.url + f"/api/rooms/{r}/messages", "POST", {"name": "curl", "text": "hi"})
     assert status == 201 and body["ok"]
