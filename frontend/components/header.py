@@ -24,7 +24,7 @@ def header() -> rx.Component:
         rx.cond(
             chat.can_leave,
             rx.button(
-                "Leave", id="leave-room", size="1", variant="ghost", on_click=chat.action("leaveRoom", chat.room)
+                "Leave room", id="leave-room", size="1", variant="ghost", on_click=chat.action("leaveRoom", chat.room)
             ),
         ),
         rx.text(chat.name, id="me", size="2", color_scheme="gray", class_name="room-title", max_width="30%"),
