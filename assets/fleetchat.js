@@ -33,6 +33,11 @@ const DEFAULT_ROOM = "general";
 const MAX_NAME = 32;
 const MAX_ROOM = 64;
 const HISTORY_PAGE = 50;
+// Lines on screen per room: the newest ones, more as the person asks for older
+// ones. A tab keeps up to LOG_CAP messages, but a page of 1,000 lines made each
+// new message cost twice as much in the browser (layout grows with the lines
+// shown), so what a message costs stays bounded by this window.
+const WINDOW = 150;
 const TYPING_IDLE_MS = 3000;
 const TYPING_SHOWN_MS = 6000;
 // The room directory (other rooms and their member counts) is a convenience:
@@ -87,6 +92,7 @@ class ChatEngine {
     this.authBusy = false;
     this.showSignup = false;
     this.lineCache = new WeakMap();
+    this.window = {}; // room -> lines shown (WINDOW unless the person asked for older)
     this.view = this.computeView();
     this.dirty = false;
     this.wake = null;
@@ -192,8 +198,10 @@ class ChatEngine {
   computeView() {
     const room = this.s.room;
     const log = this.logs[room] ?? [];
-    const sent = new Set(log.map((m) => m.client_id));
-    const lines = log.map((m) => this.line(m));
+    const shown = this.window[room] ?? WINDOW;
+    const visible = log.length > shown ? log.slice(log.length - shown) : log;
+    const sent = new Set(visible.map((m) => m.client_id));
+    const lines = visible.map((m) => this.line(m));
     for (const item of this.s.outbox) {
       if (item.room === room && !sent.has(item.client_id)) {
         let line = this.lineCache.get(item);
@@ -261,7 +269,7 @@ class ChatEngine {
       members: same("members", members),
       typing_text: typingText(typing),
       directory: same("directory", directory),
-      has_older: !!this.s.more[room],
+      has_older: !!this.s.more[room] || log.length > shown,
       loading_older: this.olderWanted.size > 0,
       sidebar_open: this.sidebarOpen,
     };
@@ -411,6 +419,15 @@ class ChatEngine {
   }
 
   loadOlder() {
+    const room = this.s.room;
+    const shown = this.window[room] ?? WINDOW;
+    if ((this.logs[room] ?? []).length > shown) {
+      // Older lines this tab holds already: show them, no round trip.
+      this.window[room] = shown + HISTORY_PAGE;
+      this.changed();
+      return;
+    }
+    if (room) this.window[room] = shown + HISTORY_PAGE;
     if (this.s.room && !this.olderWanted.has(this.s.room)) {
       this.olderWanted.add(this.s.room);
       this.changed();

@@ -146,15 +146,19 @@ def exchange(sender: Any, receiver: Any, text: str, timeout_ms: float) -> float:
     return seen_at - sent_at
 
 
+# The messages a tab holds for a room (the engine's log; the page shows the newest of them).
+HELD_JS = "room => (window.fleetchat.logs[room] ?? []).length"
+
+
 def fill_room(backend_url: str, room: str, pages: list[Any], lines: int) -> None:
     """Post messages from a third user until every tab holds `lines` lines (a long-lived tab in a busy room)."""
-    held = min(page.locator("#messages .msg-text").count() for page in pages)
+    held = min(page.evaluate(HELD_JS, room) for page in pages)
     if held >= lines:
         return
     run_async(post_as(backend_url, "filler", room, [f"filler line {i}" for i in range(lines - held)]))
     for page in pages:
         page.wait_for_function(
-            "n => document.querySelectorAll('#messages .msg-text').length >= n", arg=lines, timeout=120_000
+            "([room, n]) => (window.fleetchat.logs[room] ?? []).length >= n", arg=[room, lines], timeout=120_000
         )
 
 
@@ -173,7 +177,7 @@ def run_exchanges(
     bob = open_tab(context, "bob", room)
     if held_lines:
         fill_room(backend_url, room, [alice, bob], held_lines)
-    lines_held = bob.locator("#messages .msg-text").count()
+    lines_held = bob.evaluate(HELD_JS, room)
     bob.wait_for_function("() => document.querySelectorAll('#member-list .member').length === 2")
     alice.wait_for_function("() => document.querySelectorAll('#member-list .member').length === 2")
     alice.evaluate(SENDER_JS)

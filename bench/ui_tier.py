@@ -14,16 +14,18 @@ fresh Reflex UI process(es) (the e2e harness's `ChatBackend` and `ReflexApp`).
 Simulated tabs then do at the protocol level what a Chromium tab of that design
 does (checked against a real tab with `--check-browser`):
 
-  both          GET the page; open Reflex's Socket.IO websocket
+  both          GET the page
+  server-state  open Reflex's Socket.IO websocket
                 (`/_event/?token=<uuid>&EIO=4&transport=websocket`, subprotocol =
                 the Reflex version) with the page's hydrate event riding in the
-                CONNECT packet, as reflex's state.js connect() sends it
-  server-state  send pick_name (the start form's submit), follow the `_redirect`
-                to /chat with on_load_internal (which runs enter_chat + listen),
+                CONNECT packet, as reflex's state.js connect() sends it; send
+                pick_name (the start form's submit), follow the `_redirect` to
+                /chat with on_load_internal (which runs enter_chat + listen),
                 answer the timezone `_call_script` with set_tz; a message has
                 arrived when its text first shows up in a `lines` delta
-  pages         open the engine's own Socket.IO websocket to the backend with
-                auth {name}, `join` the room, poll GET /api/rooms every 5 s; a
+  pages         no socket to the UI server (frontend/chat.py no_reflex_socket);
+                open the engine's own Socket.IO websocket to the backend with
+                auth {name}, `join` the room, poll GET /api/rooms every 30 s; a
                 message has arrived when the `message` event reaches the socket
                 (render time in the browser is bench/browser_latency.py's job)
 
@@ -35,13 +37,24 @@ during the message phase, its RSS growth per tab (after the tabs opened vs
 before), tabs dropped and rejoined, and the load generator's own CPU. Tabs
 live in 2 worker processes (asyncio, raw Engine.IO over aiohttp websockets).
 
+`--page-loads` measures the static UI tier instead: the page built once
+(`reflex export --frontend-only --no-zip`), served by 1 and by 2
+`hypercorn frontend.serve:app` processes (as `make fleet` runs them, without
+nginx in front: a simulated browser goes to one process). A page load is a
+browser's first visit of `/`: the HTML, then every asset it references (and
+their static imports) over at most 6 kept-alive connections. A closed-loop
+probe per process count, then an open-loop ladder of offered rates (fractions
+of the probe), 1 and 2 processes alternating; reported is the highest rate
+each sustained with nothing failed and p99 within `--page-p99-ms`.
+
     .venv/bin/python -m bench.ui_tier                         # the full run (~15 min)
     .venv/bin/python -m bench.ui_tier --tabs 5000 --rooms 100 --targets pages
+    .venv/bin/python -m bench.ui_tier --page-loads            # 1 vs 2 static UI processes (~5 min)
     .venv/bin/python -m bench.ui_tier --smoke                 # 5 tabs, 3 s
 
-Results: bench/results/ui-tier-<timestamp>.json and .md. Exit status 1 when a
-`pages` case lost a message. Only 127.0.0.1 is ever contacted; every loop is
-bounded in count and time.
+Results: bench/results/ui-tier-<timestamp>.json and .md (ui-pages-* for
+--page-loads). Exit status 1 when a `pages` case lost a message. Only
+127.0.0.1 is ever contacted; every loop is bounded in count and time.
 """
 
 from __future__ import annotations
@@ -62,6 +75,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from html.parser import HTMLParser
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -87,6 +101,7 @@ BACKEND_ENV = {
 }
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 DIRECTORY_EVERY = 30.0  # seconds, as assets/fleetchat.js
+ROOMS_PER_SENDER = 50  # the backend's default cap on rooms per connection
 MAX_RECONNECTS = 3  # per tab; a real tab keeps trying, the bench counts and gives up
 TEXT_PREFIX = "ui-tier"
 DEFAULT_ROOM = "general"  # where both designs put a fresh tab; room 0 of the bench
@@ -661,32 +676,40 @@ def room_members(backend_url: str, names: list[str]) -> int:
     """Members the backend counts over the bench's rooms (GET /api/rooms), the sender included."""
     import urllib.request
 
-    with urllib.request.urlopen(f"{backend_url}/api/rooms", timeout=5) as response:
-        rooms = json.loads(response.read())["rooms"]
+    try:
+        with urllib.request.urlopen(f"{backend_url}/api/rooms", timeout=10) as response:
+            rooms = json.loads(response.read())["rooms"]
+    except (OSError, TimeoutError):  # a backend busy with thousands of tabs may answer late: ask again
+        return -1
     return sum(int(r["members"]) for r in rooms if r["name"] in names)
 
 
 async def send_messages(
-    backend_url: str, origin: str, rooms: list[str], seconds: int, tag: str
+    backend_url: str, origin: str, rooms: list[str], seconds: int, tag: str, timeout: float = 60
 ) -> tuple[dict[int, list[int]], int]:
-    """One sender socket straight to the backend: 1 message/s into each room, spread over each second.
+    """Sender sockets straight to the backend (one per ROOMS_PER_SENDER rooms, the backend's cap per
+    connection): 1 message/s into each room, spread over each second.
 
     Returns the acked seqs per room index and the count of sends that failed."""
     sent: dict[int, list[int]] = {i: [] for i in range(len(rooms))}
     failed = 0
     async with aiohttp.ClientSession() as session:
         url = backend_url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
-        link = SioLink(session, url, "/", origin)
-        await link.connect({"name": "ui-tier-sender"}, 10)
-        for room in rooms:
-            await link.call("join", {"room": room}, 10)
+        links: list[SioLink] = []
+        for first in range(0, len(rooms), ROOMS_PER_SENDER):
+            links.append(SioLink(session, url, "/", origin))
+            await links[-1].connect({"name": f"ui-tier-sender-{len(links)}"}, timeout)
+            for room in rooms[first : first + ROOMS_PER_SENDER]:
+                ack = await links[-1].call("join", {"room": room}, timeout)
+                if not (isinstance(ack, dict) and ack.get("ok")):
+                    raise LinkDown(f"sender join {room} refused: {str(ack)[:200]}")
 
         async def one(room_index: int, seq: int) -> None:
             nonlocal failed
             text = f"{TEXT_PREFIX} {tag} {room_index} {seq} {time.time_ns()}"
             request = {"room": rooms[room_index], "text": text, "client_id": f"{tag}-{room_index}-{seq}"}
             try:
-                ack = await link.call("message", request, 30)
+                ack = await links[room_index // ROOMS_PER_SENDER].call("message", request, 30)
             except (LinkDown, TimeoutError):
                 ack = None
             if isinstance(ack, dict) and ack.get("ok"):
@@ -703,7 +726,8 @@ async def send_messages(
                     await asyncio.sleep(delay)
                 tasks.append(asyncio.create_task(one(room_index, seq)))
         await asyncio.gather(*tasks)
-        await link.close()
+        for link in links:
+            await link.close()
     return sent, failed
 
 
@@ -773,12 +797,12 @@ def run_case(case: Case, args: argparse.Namespace, sources: dict[str, Path], scr
         result["open_s"] = max(o["open_s"] for o in opened)
         result["open_errors"] = [e for o in opened for e in o["errors"]][:5]
         result["open_error_count"] = sum(o["error_count"] for o in opened)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         members = room_members(backend.url, rooms)
         while members < result["joined"] and time.monotonic() < deadline:
             time.sleep(0.5)
             members = room_members(backend.url, rooms)
-        result["backend_members"] = members
+        result["backend_members"] = members  # -1: GET /api/rooms did not answer within 10 s
         time.sleep(args.settle)  # presence fan-out of the ramp drains
         rss_after = sum(rss_kb(a.process.pid) for a in apps)
         result["ui_rss_before_kb"] = rss_before
@@ -793,7 +817,7 @@ def run_case(case: Case, args: argparse.Namespace, sources: dict[str, Path], scr
         backend_pids = process_tree(backend.process.pid)
         t0 = time.monotonic()
         ui0, gen0, be0 = cpu_ticks(ui_pids), cpu_ticks(gen_pids), cpu_ticks(backend_pids)
-        sent, failed = asyncio.run(send_messages(backend.url, ui_urls[0], rooms, args.duration, tag))
+        sent, failed = asyncio.run(send_messages(backend.url, ui_urls[0], rooms, args.duration, tag, args.tab_timeout))
         for _, pipe in workers:
             pipe.send(("expect", {"sent": sent, "drain_s": args.drain}))
         tallies = [pipe.recv() for _, pipe in workers]
@@ -895,6 +919,7 @@ def summarize(runs: list[dict]) -> list[dict]:
             "tabs_dropped",
             "rejoined",
             "open_s",
+            "send_failed",
         ):
             values = [r[metric] for r in group if r.get(metric) is not None]
             row[metric] = round(statistics.median(values), 1) if values else None
@@ -985,6 +1010,8 @@ def markdown(report: dict) -> str:
     ]
     for row in report["summary"]:
         note = "COLLAPSED" if row["collapsed"] else ""
+        if row.get("send_failed"):
+            note = f"{note} {row['send_failed']:.0f} sends failed".strip()
         if row["errors"]:
             note = (note + " " + row["errors"][0][:80]).strip()
         lines.append(
@@ -1122,6 +1149,345 @@ async def _simulated_frames(design: str, ui: str, backend_url: str, facts: PageF
         return tab.frame_log
 
 
+# -------------------------------------------------- page loads (the static tier) --
+
+PAGE_STEPS = (0.4, 0.55, 0.7, 0.8, 0.9, 1.0, 1.1)  # offered rates, as fractions of the closed-loop probe
+BROWSER_CONNECTIONS = 6  # a browser's connections per origin over HTTP/1.1
+LOAD_TIMEOUT = 15.0  # seconds one page load may take before it counts as failed
+MAX_IN_FLIGHT = 400  # per load-generator process; beyond it a scheduled load is shed (counted)
+
+
+class _Assets(HTMLParser):
+    """Same-origin URLs a browser fetches while it parses the page: scripts, stylesheets, preloads, icons."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        url = a.get("src") if tag == "script" else a.get("href") if tag == "link" else None
+        if tag == "link" and not {"stylesheet", "modulepreload", "preload", "icon"} & set((a.get("rel") or "").split()):
+            url = None
+        if url and url.startswith("/") and not url.startswith("//") and url not in self.urls:
+            self.urls.append(url)
+
+
+def first_visit(ui: str) -> tuple[list[str], int]:
+    """The paths of a first visit of `/` and their bytes: the page, what its HTML references, every
+    static import of those modules (vite lists them as modulepreload; checked here) and /favicon.ico."""
+    import urllib.request
+
+    def get(path: str) -> bytes:
+        with urllib.request.urlopen(f"{ui}{path}", timeout=10) as response:
+            return response.read()
+
+    page = get("/").decode()
+    parser = _Assets()
+    parser.feed(page)
+    paths = ["/", *parser.urls, *re.findall(r'import\("(/[^"]+)"\)', page)]
+    paths.append("/favicon.ico")
+    size, i = 0, 0
+    while i < len(paths):
+        body = get(paths[i])
+        size += len(body)
+        if paths[i].endswith(".js"):
+            base = paths[i].rsplit("/", 1)[0]
+            for rel in re.findall(rb'(?:from|import)\s*"(\./[^"]+\.js)"', body):
+                path = f"{base}/{rel.decode()[2:]}"
+                if path not in paths:
+                    paths.append(path)
+        i += 1
+    return list(dict.fromkeys(paths)), size
+
+
+def build_static(scratch: Path, source: Path = ROOT) -> Path:
+    """`reflex export --frontend-only --no-zip` once, in a copy of the app (as `make fleet` builds it)."""
+    import shutil
+
+    from tests.e2e.conftest import tools_env
+
+    app = scratch / "ui-build"
+    app.mkdir(parents=True)
+    for name in APP_FILES:
+        path = source / name
+        if path.is_dir():
+            shutil.copytree(path, app / name, ignore=shutil.ignore_patterns("__pycache__", ".web", ".states"))
+        else:
+            shutil.copy2(path, app / name)
+    env = {**tools_env(), "CHAT_BACKEND_URL": "/"}
+    argv = [sys.executable, "-m", "reflex", "export", "--frontend-only", "--no-zip"]
+    with open(scratch / "ui-build.log", "wb") as out:
+        code = subprocess.run(argv, cwd=app, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=900).returncode
+    build = app / ".web" / "build" / "client"
+    if code != 0 or not (build / "index.html").exists():
+        raise RuntimeError(f"reflex export failed ({code}); see {scratch / 'ui-build.log'}")
+    return build
+
+
+def start_static_ui(build: Path, port: int, log_path: Path) -> subprocess.Popen:
+    """One UI process as `make fleet` runs it: `hypercorn frontend.serve:app` serving the build."""
+    from tests.e2e.conftest import http_get, tools_env, wait_until
+
+    env = {**tools_env(), "CHAT_UI_BUILD": str(build)}
+    argv = [sys.executable, "-m", "hypercorn", "frontend.serve:app", "--bind", f"{HOST}:{port}"]
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(
+            argv, cwd=build.parents[2], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    wait_until(lambda: http_get(f"http://{HOST}:{port}/")[0] == 200, 60, f"the UI process on {port}", every=0.1)
+    return proc
+
+
+async def _page_load(base: str, paths: list[str]) -> float:
+    """One browser's first visit: the page, then its assets over at most 6 kept-alive connections; ms."""
+    connector = aiohttp.TCPConnector(limit_per_host=BROWSER_CONNECTIONS)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=LOAD_TIMEOUT)) as s:
+
+        async def get(path: str) -> None:
+            async with s.get(base + path) as response:
+                await response.read()
+                if response.status != 200:
+                    raise LinkDown(f"GET {path}: {response.status}")
+
+        started = time.perf_counter()
+        await get(paths[0])
+        await asyncio.gather(*(get(p) for p in paths[1:]))
+        return (time.perf_counter() - started) * 1000
+
+
+async def _offer_loads(cfg: dict, job: dict) -> dict:
+    """Closed loop (`browsers` visiting back to back) or open loop (`rate` loads/s on a fixed schedule)."""
+    urls, paths, worker, workers = job["urls"], cfg["paths"], cfg["worker"], cfg["workers"]
+    latencies: list[float] = []
+    failed = shed = 0
+    tasks: list[asyncio.Task] = []
+
+    async def one(n: int) -> None:
+        nonlocal failed
+        try:
+            latencies.append(await _page_load(urls[n % len(urls)], paths))
+        except Exception:  # any failure of a load is a failed load
+            failed += 1
+
+    started = time.monotonic()
+    end = started + job["seconds"]
+    if job.get("browsers"):
+
+        async def browser(b: int) -> None:
+            n = b
+            while time.monotonic() < end:
+                await one(n)
+                n += job["browsers"]
+
+        await asyncio.gather(*(browser(worker + b * workers) for b in range(job["browsers"] // workers)))
+    else:
+        interval = workers / job["rate"]
+        for i in range(int(job["rate"] * job["seconds"] / workers)):
+            delay = started + (i + worker / workers) * interval - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks = [t for t in tasks if not t.done()]
+            if len(tasks) >= MAX_IN_FLIGHT:
+                shed += 1
+                continue
+            tasks.append(asyncio.create_task(one(i * workers + worker)))
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=LOAD_TIMEOUT + 5)
+            for task in pending:
+                task.cancel()
+            failed += len(pending)
+    return {"latencies": latencies, "failed": failed, "shed": shed, "seconds": time.monotonic() - started}
+
+
+def page_worker_entry(conn: Connection, cfg: dict) -> None:
+    """A load-generator process for page loads: runs each job it is sent on one asyncio loop."""
+
+    async def serve() -> None:
+        while True:
+            command, job = await asyncio.to_thread(conn.recv)
+            if command == "close":
+                return
+            conn.send(await _offer_loads(cfg, job))
+
+    asyncio.run(serve())
+
+
+def page_step(workers: list, ui_pids: list[int], job: dict) -> dict:
+    """One measurement: every worker runs `job`; loads/s, latency, and the CPU of the UI and the load generator."""
+    gen_pids = [proc.pid for proc, _ in workers]
+    t0 = time.monotonic()
+    ui0, gen0 = cpu_ticks(ui_pids), cpu_ticks(gen_pids)
+    for _, pipe in workers:
+        pipe.send(("run", job))
+    parts = [pipe.recv() for _, pipe in workers]
+    seconds = time.monotonic() - t0
+    ui1, gen1 = cpu_ticks(ui_pids), cpu_ticks(gen_pids)
+    latencies = [ms for p in parts for ms in p["latencies"]]
+    return {
+        "offered_per_s": job.get("rate"),
+        "browsers": job.get("browsers"),
+        "loads": len(latencies),
+        "failed": sum(p["failed"] for p in parts),
+        "shed": sum(p["shed"] for p in parts),
+        "loads_per_s": round(len(latencies) / max(p["seconds"] for p in parts), 1),
+        "p50_ms": _round(percentile(latencies, 50)),
+        "p99_ms": _round(percentile(latencies, 99)),
+        "ui_cpu_pct": cpu_percent(ui0, ui1, seconds),
+        "loadgen_cpu_pct": cpu_percent(gen0, gen1, seconds),
+    }
+
+
+def run_page_loads(args: argparse.Namespace, scratch: Path) -> dict:
+    """1 vs 2 static UI processes in one run: closed-loop probe each, then an open-loop ladder, alternating."""
+    log("building the page once (reflex export --frontend-only --no-zip)")
+    build = build_static(scratch)
+    procs: list[subprocess.Popen] = []
+    workers: list[tuple[multiprocessing.Process, Connection]] = []
+    try:
+        ports = [free_port() for _ in range(3)]
+        procs = [start_static_ui(build, port, scratch / f"ui-static-{port}.log") for port in ports]
+        configs = {  # k UI processes: their base URLs (a browser's loads all go to one) and their pids
+            1: {"urls": [f"http://{HOST}:{ports[0]}"], "pids": process_tree(procs[0].pid)},
+            2: {
+                "urls": [f"http://{HOST}:{p}" for p in ports[1:]],
+                "pids": [pid for proc in procs[1:] for pid in process_tree(proc.pid)],
+            },
+        }
+        paths, size = first_visit(configs[1]["urls"][0])
+        log(f"a first visit: {len(paths)} requests, {size // 1024} KiB")
+        ctx = multiprocessing.get_context("spawn")
+        for w in range(args.workers):
+            parent, child = ctx.Pipe()
+            cfg = {"paths": paths, "worker": w, "workers": args.workers}
+            proc = ctx.Process(target=page_worker_entry, args=(child, cfg), daemon=True)
+            proc.start()
+            workers.append((proc, parent))
+        steps: list[dict] = []
+
+        def measure(k: int, **job: Any) -> dict:
+            step = {
+                "ui_processes": k,
+                **job,
+                **page_step(workers, configs[k]["pids"], {"urls": configs[k]["urls"], **job}),
+            }
+            steps.append(step)
+            log(
+                f"pages static x{k}: {job}: {step['loads_per_s']} loads/s, p50 {step['p50_ms']} ms, "
+                f"p99 {step['p99_ms']} ms, failed {step['failed']}, UI CPU {step['ui_cpu_pct']}%, "
+                f"loadgen {step['loadgen_cpu_pct']}%"
+            )
+            return step
+
+        for k in (1, 2):  # warm both (first requests, the page cache), then left out
+            measure(k, browsers=args.workers, seconds=1, warmup=True)
+        probe = {}
+        for k in (1, 2):  # closed loop: what each sustains flat out, to place the open-loop ladder
+            browsers = args.workers * max(1, args.page_browsers * k // args.workers)
+            probe[k] = measure(k, browsers=browsers, seconds=args.page_seconds)["loads_per_s"]
+        fractions = PAGE_STEPS[::3] if args.smoke else PAGE_STEPS
+        for i, fraction in enumerate(fractions):
+            for k in (1, 2) if i % 2 == 0 else (2, 1):
+                measure(k, rate=max(1.0, round(fraction * probe[k], 1)), seconds=args.page_seconds, fraction=fraction)
+    finally:
+        for _, pipe in workers:
+            with contextlib.suppress(Exception):
+                pipe.send(("close", None))
+        for proc, _ in workers:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+        from tests.e2e.conftest import stop_process_group
+
+        for proc in procs:
+            stop_process_group(proc)
+    return page_summary(steps, probe, paths, size, args.page_p99_ms)
+
+
+def page_summary(steps: list[dict], probe: dict, paths: list[str], size: int, bound_ms: float) -> dict:
+    """The highest offered rate each UI process count sustained (nothing failed or shed, p99 within the bound)."""
+    best: dict[int, dict | None] = {}
+    for k in (1, 2):
+        held = [
+            s
+            for s in steps
+            if s["ui_processes"] == k
+            and s["offered_per_s"]
+            and not s["failed"]
+            and not s["shed"]
+            and s["p99_ms"] is not None
+            and s["p99_ms"] <= bound_ms
+        ]
+        best[k] = max(held, key=lambda s: s["offered_per_s"], default=None)
+    ratio = None
+    if best[1] and best[2]:
+        ratio = round(best[2]["offered_per_s"] / best[1]["offered_per_s"], 2)
+    return {
+        "requests_per_load": len(paths),
+        "bytes_per_load": size,
+        "paths": paths,
+        "p99_bound_ms": bound_ms,
+        "probe_loads_per_s": probe,
+        "steps": steps,
+        "sustained": best,
+        "ratio_2_over_1": ratio,
+        "probe_ratio_2_over_1": round(probe[2] / probe[1], 2) if probe.get(1) else None,
+    }
+
+
+def page_markdown(report: dict) -> str:
+    r = report["page_loads"]
+    lines = [
+        "| UI procs | load | offered loads/s | loads/s | p50 ms | p99 ms | failed / shed | UI CPU % | loadgen CPU % |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in r["steps"]:
+        if s.get("warmup"):
+            continue
+        load = f"closed, {s['browsers']} browsers" if s["browsers"] else f"open, {s['fraction']:.0%} of probe"
+        lines.append(
+            f"| {s['ui_processes']} | {load} | {fmt(s['offered_per_s'])} | {fmt(s['loads_per_s'])} "
+            f"| {fmt(s['p50_ms'])} | {fmt(s['p99_ms'])} | {s['failed']} / {s['shed']} | {fmt(s['ui_cpu_pct'])} "
+            f"| {fmt(s['loadgen_cpu_pct'])} |"
+        )
+    held = " vs ".join(
+        f"{k} process{'es' * (k > 1)} {fmt(b['offered_per_s'])} loads/s (p99 {fmt(b['p99_ms'])} ms)"
+        if b
+        else f"{k} process{'es' * (k > 1)} none"
+        for k, b in r["sustained"].items()
+    )
+    lines += [
+        "",
+        f"Sustained at p99 <= {fmt(r['p99_bound_ms'], 0)} ms with nothing failed: {held}; "
+        f"ratio {fmt(r['ratio_2_over_1'], 2)}x (closed-loop probe {fmt(r['probe_ratio_2_over_1'], 2)}x). "
+        f"A first visit = {r['requests_per_load']} requests, {r['bytes_per_load'] // 1024} KiB.",
+        "",
+        f"{report['date']}; {report['machine']['cpu']}, {report['machine']['cores']} cores; "
+        f"{report['params']['page_seconds']} s per step, {report['params']['workers']} load-generator processes, "
+        f"background CPU before the run {report['background_cpu']:.0%}.",
+    ]
+    return "\n".join(lines)
+
+
+def write_page_loads(result: dict, args: argparse.Namespace, started: dt.datetime, background: float) -> int:
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    report = {
+        "scenario": "ui_tier_page_loads",
+        "date": started.strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": {**host_info(), "hypercorn": py_version("hypercorn"), "starlette": py_version("starlette")},
+        "background_cpu": background,
+        "params": {"page_seconds": args.page_seconds, "workers": args.workers, "page_browsers": args.page_browsers},
+        "page_loads": result,
+    }
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    table = page_markdown(report)
+    (args.out_dir / f"ui-pages-{stamp}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out_dir / f"ui-pages-{stamp}.md").write_text(table + "\n")
+    print(table)
+    log(f"wrote {args.out_dir / f'ui-pages-{stamp}.json'} and .md")
+    return 0 if not any(s["failed"] for s in result["steps"] if s.get("browsers")) else 1
+
+
 # ---------------------------------------------------------------------- main --
 
 
@@ -1150,13 +1516,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tab-timeout", type=float, default=60, help="seconds one step of opening a tab may take")
     parser.add_argument("--settle", type=float, default=3, help="seconds after opening before measuring")
     parser.add_argument("--drain", type=float, default=15, help="seconds after the last send for stragglers")
-    parser.add_argument("--no-directory-poll", action="store_true", help="pages tabs skip GET /api/rooms every 5 s")
+    parser.add_argument("--no-directory-poll", action="store_true", help="pages tabs skip GET /api/rooms every 30 s")
+    parser.add_argument(
+        "--page-loads",
+        action="store_true",
+        help="instead of tabs: page loads/s that 1 vs 2 `hypercorn frontend.serve:app` processes sustain",
+    )
+    parser.add_argument("--page-seconds", type=int, default=10, help="seconds per page-load step (default 10)")
+    parser.add_argument("--page-p99-ms", type=float, default=500, help="the p99 page-load bound (default 500 ms)")
+    parser.add_argument("--page-browsers", type=int, default=8, help="closed-loop probe: browsers per UI process")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     parser.add_argument("--smoke", action="store_true", help="5 tabs, 3 s, both targets, 1 UI process")
     parser.add_argument("--check-browser", action="store_true", help="compare a simulated tab's frames with Chromium's")
     args = parser.parse_args(argv)
     if args.smoke:
         args.tabs, args.duration, args.rounds, args.ui_processes, args.drain, args.settle = "5", 3, 1, "1", 10, 1
+        args.page_seconds = 2
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if any(t not in DESIGNS for t in args.targets):
         parser.error(f"targets are {DESIGNS}")
@@ -1200,6 +1575,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if all(c["match"] for c in check.values()) else 1
         background = cpu_busy(2.0)
         log(f"open-file limit {nofile}; background CPU {background:.0%}")
+        if args.page_loads:
+            return write_page_loads(run_page_loads(args, scratch), args, started, background)
         runs: list[dict] = []
         collapsed_at: dict[str, int] = {}
         for rnd in range(args.rounds):
@@ -1252,7 +1629,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     log(f"wrote {args.out_dir / f'ui-tier-{stamp}.json'} and .md")
     pages = [r for r in measured if r["design"] == "pages"]
-    lost_pages = [r for r in pages if r.get("error") or r.get("lost") or not r.get("wanted")]
+    lost_pages = [r for r in pages if r.get("error") or r.get("lost") or r.get("send_failed") or not r.get("wanted")]
     if lost_pages:
         log(f"{len(lost_pages)} pages case(s) lost messages or failed")
         return 1
