@@ -83,6 +83,7 @@ from typing import Any
 import aiohttp
 
 from bench.run import free_port, host_info, process_tree, py_version, raise_nofile, rss_kb
+from deploy.fleet import UI_FILES
 from tests.e2e.conftest import ChatBackend, ReflexApp
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,7 +91,7 @@ RESULTS = ROOT / "bench" / "results"
 HOST = "127.0.0.1"
 DESIGNS = ("pages", "server-state")
 OLD_COMMIT = "389cc22"
-APP_FILES = ("rxconfig.py", "frontend", "assets", "reflex.lock")
+APP_FILES = tuple(UI_FILES)
 
 # A benchmark is one address opening thousands of sockets: lift the backend's abuse limits.
 BACKEND_ENV = {

@@ -31,6 +31,8 @@ from typing import Any
 
 import pytest
 
+from deploy.fleet import UI_FILES
+
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts" / "e2e"
 CHROMIUM_FLAGS = [
@@ -295,7 +297,7 @@ class TcpGate:
 # What `reflex run` needs of the project; the session runs it from a copy, so its
 # build (.web/, with this run's port baked in) never touches the working tree's,
 # and each xdist worker that gets e2e tests has a stack of its own.
-APP_FILES = ["rxconfig.py", "frontend", "assets", "reflex.lock"]
+APP_FILES = UI_FILES
 
 
 class ReflexApp:
