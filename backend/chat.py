@@ -41,6 +41,8 @@ from backend.store.base import Message, MessageStore, RateLimited, StoreUnavaila
 log = logging.getLogger(__name__)
 
 Subscriber = Callable[[Message], None]
+DIRECTORY_TTL = 1.0
+"""Seconds a computed room directory (``GET /api/rooms``) is served before it is counted again."""
 PRESENCE_WINDOW = 0.05
 """Seconds over which a room's membership changes share one ``presence`` event."""
 
@@ -87,6 +89,8 @@ class Chat:
         self.connect_limiter = ConnectLimiter(settings.connects_per_minute, lambda: getattr(store, "redis", None))
         self.identity: Identity | None = None
         """Tokens and guests (set by the app, with the account store)."""
+        self._directory: tuple[float, list[dict[str, Any]]] | None = None
+        self._directory_flight: asyncio.Future[list[dict[str, Any]]] | None = None
         self.closers: dict[str, Callable[[], None]] = {}
         """How to end each ``/ws`` bridge connection (Socket.IO ones end through ``sio``)."""
 
@@ -337,9 +341,25 @@ class Chat:
         return await self._store_call(self.store.latest(room, limit, before_seq))
 
     async def rooms(self) -> list[dict[str, Any]]:
+        """The room directory, computed at most once per ``DIRECTORY_TTL`` however many ask.
+
+        Every open tab polls it; counting each room's members for each request
+        saturated an instance at 5,000 tabs (bench/README.md, scenario e), so
+        concurrent requests share one computation and the answer may be a second old.
+        """
+        cached = self._directory
+        if cached is not None and time.monotonic() - cached[0] < DIRECTORY_TTL:
+            return cached[1]
+        if self._directory_flight is None or self._directory_flight.done():
+            self._directory_flight = asyncio.ensure_future(self._list_rooms())
+        return await asyncio.shield(self._directory_flight)
+
+    async def _list_rooms(self) -> list[dict[str, Any]]:
         names = await self._store_call(self.store.rooms())
         counts = await self._store_call(self.presence.counts(names))
-        return [{"name": n, "members": counts.get(n, 0)} for n in names]
+        listed = [{"name": n, "members": counts.get(n, 0)} for n in names]
+        self._directory = (time.monotonic(), listed)
+        return listed
 
     # -- bridge (plain WebSocket) ---------------------------------------------------
 

@@ -51,6 +51,11 @@ async def async_wait_for(predicate: Any, timeout: float = 20.0, interval: float 
     raise TimeoutError(f"timed out waiting for {what}")
 
 
+def rooms_listed(url: str) -> list[dict[str, Any]]:
+    """``GET /api/rooms`` of a backend: the rooms with their member counts."""
+    return json.loads(http_get(url + "/api/rooms")[1])["rooms"]
+
+
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
