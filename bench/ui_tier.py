@@ -83,7 +83,7 @@ from typing import Any
 import aiohttp
 
 from bench.run import free_port, host_info, process_tree, py_version, raise_nofile, rss_kb
-from deploy.fleet import UI_FILES
+from deploy.fleet import UI_FILES, copy_app
 from tests.e2e.conftest import ChatBackend, ReflexApp
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,7 +91,6 @@ RESULTS = ROOT / "bench" / "results"
 HOST = "127.0.0.1"
 DESIGNS = ("pages", "server-state")
 OLD_COMMIT = "389cc22"
-APP_FILES = tuple(UI_FILES)
 
 # A benchmark is one address opening thousands of sockets: lift the backend's abuse limits.
 BACKEND_ENV = {
@@ -150,7 +149,7 @@ def export_old_design(dest: Path) -> Path:
     """The server-state design's app files, straight from git (nothing of the working tree)."""
     dest.mkdir(parents=True, exist_ok=True)
     archive = subprocess.run(
-        ["git", "archive", OLD_COMMIT, *APP_FILES], cwd=ROOT, capture_output=True, check=True, timeout=60
+        ["git", "archive", OLD_COMMIT, *UI_FILES], cwd=ROOT, capture_output=True, check=True, timeout=60
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True, timeout=60)
     return dest
@@ -1204,18 +1203,9 @@ def first_visit(ui: str) -> tuple[list[str], int]:
 
 def build_static(scratch: Path, source: Path = ROOT) -> Path:
     """`reflex export --frontend-only --no-zip` once, in a copy of the app (as `make fleet` builds it)."""
-    import shutil
-
     from tests.e2e.conftest import tools_env
 
-    app = scratch / "ui-build"
-    app.mkdir(parents=True)
-    for name in APP_FILES:
-        path = source / name
-        if path.is_dir():
-            shutil.copytree(path, app / name, ignore=shutil.ignore_patterns("__pycache__", ".web", ".states"))
-        else:
-            shutil.copy2(path, app / name)
+    app = copy_app(scratch / "ui-build", source)
     env = {**tools_env(), "CHAT_BACKEND_URL": "/"}
     argv = [sys.executable, "-m", "reflex", "export", "--frontend-only", "--no-zip"]
     with open(scratch / "ui-build.log", "wb") as out:

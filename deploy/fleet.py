@@ -46,6 +46,21 @@ HYPERCORN_CONFIG = Path(__file__).resolve().parent / "hypercorn.toml"
 # What `reflex run` needs of the project.
 UI_FILES = ["rxconfig.py", "frontend", "assets", "reflex.lock"]
 # The UI tier's nginx parts (see deploy/nginx.conf.template).
+
+
+def copy_app(dest: Path, source: Path = ROOT) -> Path:
+    """A copy of the Reflex app's files in ``dest``: a Reflex build writes into its
+    project folder, so each build gets a folder of its own (build output is not copied)."""
+    dest.mkdir(parents=True)
+    for item in UI_FILES:
+        path = source / item
+        if path.is_dir():
+            shutil.copytree(path, dest / item, ignore=shutil.ignore_patterns("__pycache__", ".web", ".states"))
+        else:
+            shutil.copy2(path, dest / item)
+    return dest
+
+
 UI_UPSTREAM = """    upstream fleetchat_ui {
         # The UI processes: each serves the one build of the page, so any may serve any tab.
 {{ui_servers}}
@@ -306,22 +321,11 @@ class Fleet:
         env = {**self._base_env(), "CHAT_WORKER_NAME": os.environ.get("CHAT_WORKER_NAME", "fleet-worker-1")}
         return Child("worker", [sys.executable, "-m", "backend.worker"], env, self.logs / "worker.log")
 
-    def _app_copy(self, name: str) -> Path:
-        """A copy of the Reflex app: each Reflex process writes into its project folder."""
-        app = self.state_dir / name
-        shutil.rmtree(app, ignore_errors=True)
-        app.mkdir(parents=True)
-        for item in UI_FILES:
-            source = ROOT / item
-            if source.is_dir():
-                shutil.copytree(source, app / item, ignore=shutil.ignore_patterns("__pycache__", ".web", ".states"))
-            else:
-                shutil.copy2(source, app / item)
-        return app
-
     async def build_ui(self) -> None:
         """Build the page once (`reflex export`); every UI process serves this one build."""
-        app = self._app_copy("ui-build")
+        app = self.state_dir / "ui-build"
+        shutil.rmtree(app, ignore_errors=True)
+        copy_app(app)
         # The page's chat engine connects to the origin it was served from: nginx.
         env = {**self._base_env(), "CHAT_BACKEND_URL": "/"}
         env.pop("REDIS_URL", None)

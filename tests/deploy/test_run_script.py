@@ -9,6 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from deploy.rolling_restart import alive
 from tests.support import ROOT, free_port, http_get, wait_for
 
 
@@ -30,14 +31,6 @@ def descendants(pid: int) -> set[int]:
                 found.add(child)
                 todo.append(child)
     return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_ctrl_c_on_make_run_stops_every_process_it_started(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from deploy.fleet import UI_FILES
+from deploy.fleet import copy_app
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts" / "e2e"
@@ -294,25 +294,16 @@ class TcpGate:
         self._thread.join(5)
 
 
-# What `reflex run` needs of the project; the session runs it from a copy, so its
-# build (.web/, with this run's port baked in) never touches the working tree's,
-# and each xdist worker that gets e2e tests has a stack of its own.
-APP_FILES = UI_FILES
-
-
 class ReflexApp:
-    """`reflex run --env prod`: the app compiled and built once, frontend and backend on one port."""
+    """`reflex run --env prod`: the app compiled and built once, frontend and backend on one port.
+
+    It runs from a copy of the app, so its build (.web/, with this run's port baked
+    in) never touches the working tree's, and each xdist worker that gets e2e tests
+    has a stack of its own."""
 
     def __init__(self, workdir: Path, port: int, chat_backend_url: str, source: Path = ROOT):
         """`source` holds the app files (default: this checkout; the UI-tier bench passes an old commit's)."""
-        self.root = workdir / "ui"
-        self.root.mkdir()
-        for name in APP_FILES:
-            path = source / name
-            if path.is_dir():
-                shutil.copytree(path, self.root / name, ignore=shutil.ignore_patterns("__pycache__"))
-            else:
-                shutil.copy2(path, self.root / name)
+        self.root = copy_app(workdir / "ui", source)
         self.port = port
         self.url = f"http://localhost:{self.port}"
         self.log_path = workdir / "reflex.log"
