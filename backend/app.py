@@ -72,11 +72,12 @@ def create_app(settings: Settings | None = None) -> tuple[Any, Quart, Chat]:
     presence_holder: list[Presence] = [MemoryPresence()]
     chat = Chat(settings, store, presence_holder[0], sio, metrics)
     manager.relay = chat.relay
+    manager.updates = chat.updates
     manager.fanout = chat.fanout
     if isinstance(manager, FleetManager) and isinstance(store, RedisStore):
         store.announce_on(manager.channel, manager.host_id)
     if isinstance(manager, FleetManager):
-        manager.on_resubscribe = _count_resubscribes(metrics, chat.relay.sweep_soon)
+        manager.on_resubscribe = _count_resubscribes(metrics, chat.sweep_soon)
         manager.on_revoke = chat.end_session_here
     register(sio, chat)
     logs.instrument_socketio(sio)
@@ -122,7 +123,7 @@ def create_app(settings: Settings | None = None) -> tuple[Any, Quart, Chat]:
             tasks.append(asyncio.create_task(run_periodically(interval, heartbeat, "presence heartbeat")))
             reaper = _count_errors(metrics, "reaper", chat.reap_presence)
             tasks.append(asyncio.create_task(run_periodically(interval, reaper, "presence reaper")))
-        sweep = _count_errors(metrics, "relay_sweep", chat.relay.sweep) if fleet else chat.relay.sweep
+        sweep = _count_errors(metrics, "relay_sweep", chat.sweep) if fleet else chat.sweep
         tasks.append(asyncio.create_task(run_periodically(1.0, sweep, "relay sweep")))
         if notifier is not None:
             chat.notify_local = notifier.submit

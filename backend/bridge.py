@@ -2,7 +2,11 @@
 
 For clients without Socket.IO, like the seed article's bare React client:
 every text frame received is posted as a message from that user, every
-message of the room is sent back as one JSON text frame (history first).
+message of the room is sent back as one JSON text frame (history first),
+with ``"type": "message"``; a message's later changes come as ``"type":
+"update"`` frames. A frame that is a JSON object with a ``type`` of
+``message``, ``edit``, ``delete`` or ``react`` is that action (the Socket.IO
+event's payload, with ``room`` implied) and is answered with ``"type": "ack"``.
 Errors come back as ``{"ok": false, "error", "detail"}`` frames.
 """
 
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from typing import Any
 
 import orjson
 from quart import Blueprint, current_app, websocket
@@ -18,8 +23,8 @@ from quart import Blueprint, current_app, websocket
 from backend import origins
 from backend.chat import Chat, Connection
 from backend.limits import client_address
-from backend.models import ChatError, JoinRequest, SendRequest, parse
-from backend.store.base import Message, StoreUnavailable
+from backend.models import ChatError, DeleteRequest, EditRequest, JoinRequest, ReactRequest, SendRequest, parse
+from backend.store.base import StoreUnavailable
 
 bridge = Blueprint("bridge", __name__)
 
@@ -66,9 +71,9 @@ async def ws_bridge() -> None:
     conn = chat.open_connection(sid, user, session)
     outbox: asyncio.Queue[str | None] = asyncio.Queue(QUEUE_LIMIT)
 
-    def on_message(message: Message) -> None:
+    def on_message(event: str, data: dict[str, Any]) -> None:
         try:
-            outbox.put_nowait(orjson.dumps(message).decode())
+            outbox.put_nowait(_frame(event, data))
         except asyncio.QueueFull:
             outbox._queue.clear()  # type: ignore[attr-defined]  # too slow: drop and hang up
             outbox.put_nowait(None)
@@ -94,7 +99,7 @@ async def ws_bridge() -> None:
             await websocket.close(1011, exc.detail[:120])
             return
         for message in history:
-            await websocket.send(orjson.dumps(message).decode())
+            await websocket.send(_frame("message", message))
         writer = asyncio.create_task(_write(outbox))
         try:
             await _read(chat, conn, room)
@@ -108,6 +113,45 @@ async def ws_bridge() -> None:
         chat.closers.pop(sid, None)
         chat.unsubscribe(room, on_message)
         await chat.close_connection(sid)  # leaves the room; copes with a store outage
+
+
+def _frame(event: str, data: dict[str, Any]) -> str:
+    return orjson.dumps({"type": event, **data}).decode()
+
+
+ACTIONS = {"message", "edit", "delete", "react"}
+
+
+async def _act(chat: Chat, conn: Connection, room: str, command: dict[str, Any]) -> dict[str, Any]:
+    """A JSON command frame: the Socket.IO event of that name, in the bridge's room."""
+    data = {**command, "room": room}
+    kind = data.pop("type")
+    if not conn.bucket.take():
+        raise ChatError("rate_limited", "slow down", 429)
+    if kind == "message":
+        req = parse(SendRequest, data)
+        return await chat.send(conn.user, room, req.text, req.client_id, req.reply_to)
+    if kind == "edit":
+        edit = parse(EditRequest, data)
+        return await chat.change(conn.user, room, edit.id, "edit", edit.client_id, text=edit.text)
+    if kind == "delete":
+        delete = parse(DeleteRequest, data)
+        return await chat.change(conn.user, room, delete.id, "delete", delete.client_id)
+    react = parse(ReactRequest, data)
+    return await chat.change(conn.user, room, react.id, "reaction", react.client_id, emoji=react.emoji, on=react.on)
+
+
+def _command(text: str) -> dict[str, Any] | None:
+    """The frame as a command, or None for plain text (the seed client's messages)."""
+    if not text.startswith("{"):
+        return None
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(value, dict) and value.get("type") in ACTIONS:
+        return value
+    return None
 
 
 async def _write(outbox: asyncio.Queue[str | None]) -> None:
@@ -128,6 +172,14 @@ async def _read(chat: Chat, conn: Connection, room: str) -> None:
             await websocket.close(1009, "frame too large")
             return
         text = data if isinstance(data, str) else data.decode("utf-8", "replace")
+        command = _command(text)
+        if command is not None:
+            try:
+                ack = await _act(chat, conn, room, command)
+            except ChatError as exc:
+                ack = exc.ack()
+            await websocket.send(orjson.dumps({"type": "ack", **ack}).decode())
+            continue
         try:
             req = parse(SendRequest, {"room": room, "text": text})
             if not conn.bucket.take():

@@ -21,14 +21,18 @@ import socketio
 from backend.auth import Identity
 from backend.config import Settings
 from backend.fanout import REVOKE_EVENT, REVOKE_ROOM, Fanout
+from backend.lifecycle import Change, Kind
 from backend.limits import ConnectLimiter, KeyedBuckets, TokenBucket
 from backend.mentions import mention_room, mentioned, notification
 from backend.metrics import Metrics
 from backend.models import (
     ChatError,
+    DeleteRequest,
+    EditRequest,
     HistoryRequest,
     JoinRequest,
     LeaveRequest,
+    ReactRequest,
     SendRequest,
     TypingRequest,
     parse,
@@ -36,11 +40,14 @@ from backend.models import (
 )
 from backend.presence import Presence, User
 from backend.relay import Relay
-from backend.store.base import Message, MessageStore, RateLimited, StoreUnavailable
+from backend.store.base import Message, MessageStore, RateLimited, RoomInfo, StoreUnavailable, Update
 
 log = logging.getLogger(__name__)
 
-Subscriber = Callable[[Message], None]
+Subscriber = Callable[[str, dict[str, Any]], None]
+"""A bridge client's sink: ``("message", message)`` or ``("update", update)``, in order."""
+RESUME_UPDATES = 1000
+"""Changed messages a resuming join patches at most; beyond that it says ``updates_truncated``."""
 DIRECTORY_TTL = 1.0
 """Seconds a computed room directory (``GET /api/rooms``) is served before it is counted again."""
 PRESENCE_WINDOW = 0.05
@@ -75,6 +82,10 @@ class Chat:
         self.sio = sio
         self.metrics = metrics
         self.relay = Relay(store, self._deliver)
+        self.updates = Relay(store, self._deliver_update, stream="updates")
+        self._early_updates: dict[str, list[Update]] = {}
+        """Updates to messages this instance has not delivered yet (their message is
+        still in a relay gap): sent right after their message."""
         self.fanout = Fanout(sio, metrics.messages_out.inc)
         self.connections: dict[str, Connection] = {}
         self._listeners: dict[str, int] = defaultdict(int)  # room -> local sockets + bridge clients
@@ -159,23 +170,58 @@ class Chat:
         subscribers = self._subscribers.get(room)
         if subscribers:
             for subscriber in tuple(subscribers):
-                subscriber(message)
+                subscriber("message", message)
             self.metrics.messages_out.inc(len(subscribers))
         self.metrics.fanout_latency.observe(max(0.0, time.time() - message["ts"] / 1000))
+        early = self._early_updates.get(room)
+        if early:
+            waiting = [u for u in early if u["message"]["seq"] > message["seq"]]
+            for update in early:
+                # an update older than the state the message arrived with adds nothing
+                if update["message"]["seq"] == message["seq"] and update["rev"] > message.get("rev", 0):
+                    self._emit_update(room, update)
+            if waiting:
+                self._early_updates[room] = waiting
+            else:
+                del self._early_updates[room]
 
-    def _listen(self, room: str, last_seq: int) -> int:
-        """A local listener arrives; returns the seq live delivery continues after."""
+    def _deliver_update(self, room: str, update: Update) -> None:
+        """The update relay's output: in rev order, and never before its message."""
+        if update["message"]["seq"] > self.relay.last(room):
+            self._early_updates.setdefault(room, []).append(update)
+            return
+        self._emit_update(room, update)
+
+    def _emit_update(self, room: str, update: Update) -> None:
+        self.fanout.emit(room, "update", update)
+        for subscriber in tuple(self._subscribers.get(room, ())):
+            subscriber("update", update)
+
+    def _listen(self, room: str, last_seq: int, last_rev: int) -> tuple[int, int]:
+        """A local listener arrives; returns the seq and rev live delivery continues after."""
         self._listeners[room] += 1
         self.relay.track(room, last_seq)
+        self.updates.track(room, last_rev)
         self.metrics.rooms.set(len(self._listeners))
-        return self.relay.last(room)
+        return self.relay.last(room), self.updates.last(room)
 
     def _unlisten(self, room: str) -> None:
         self._listeners[room] -= 1
         if self._listeners[room] <= 0:
             del self._listeners[room]
             self.relay.untrack(room)
+            self.updates.untrack(room)
+            self._early_updates.pop(room, None)
         self.metrics.rooms.set(len(self._listeners))
+
+    async def sweep(self) -> None:
+        """Catch up every room whose store is ahead of what was relayed, messages and updates."""
+        await self.relay.sweep()
+        await self.updates.sweep()
+
+    def sweep_soon(self) -> None:
+        self.relay.sweep_soon()
+        self.updates.sweep_soon()
 
     def subscribe(self, room: str, subscriber: Subscriber) -> None:
         self._subscribers[room].add(subscriber)
@@ -208,17 +254,30 @@ class Chat:
                 # Deliver what is already queued first: the history below includes it.
                 self.fanout.flush()
                 await self.sio.enter_room(sid, room)
-            history, upto = await self._join_room(sid, conn, room, info.last_seq, req.since, rejoin)
+            history, upto, upto_rev = await self._join_room(sid, conn, room, info, req.since, rejoin)
         finally:
             conn.joining.discard(room)
-        members = await self._store_call(self.presence.members(room))
-        return {"ok": True, "room": room, "epoch": info.epoch, "last_seq": upto, "history": history, "members": members}
+        ack = {"ok": True, "room": room, "epoch": info.epoch, "last_seq": upto, "rev": upto_rev, "history": history}
+        if req.since is not None:
+            # changes the client missed to the messages it already holds
+            changed, more = await self._store_call(
+                self.store.changed_since(room, req.rev or 0, min(seq_of(req.since), upto), RESUME_UPDATES)
+            )
+            ack["updates"] = [u for u in changed if u["rev"] <= upto_rev]
+            if more:
+                ack["updates_truncated"] = True
+        ack["members"] = await self._store_call(self.presence.members(room))
+        return ack
 
     async def _join_room(
-        self, sid: str, conn: Connection, room: str, last_seq: int, since: str | None, rejoin: bool
-    ) -> tuple[list[Message], int]:
-        """Enter ``room`` for a listener; history up to where live delivery takes over."""
-        upto = self.relay.last(room) if rejoin else self._listen(room, last_seq)
+        self, sid: str, conn: Connection, room: str, info: RoomInfo, since: str | None, rejoin: bool
+    ) -> tuple[list[Message], int, int]:
+        """Enter ``room`` for a listener; history up to where live delivery takes over,
+        and the seq and update rev it takes over after."""
+        if rejoin:
+            upto, upto_rev = self.relay.last(room), self.updates.last(room)
+        else:
+            upto, upto_rev = self._listen(room, info.last_seq, info.last_rev)
         conn.rooms.add(room)
         if since is not None and seq_of(since) <= upto:
             history = await self._store_call(self.store.after(room, seq_of(since), self.settings.history_limit))
@@ -234,7 +293,7 @@ class Chat:
                 raise ChatError("unauthorized", "disconnected while joining")
             if first:
                 await self._emit_presence(room, joined=conn.user)
-        return history, upto
+        return history, upto, upto_rev
 
     async def leave(self, sid: str, data: Any) -> dict[str, Any]:
         req = parse(LeaveRequest, data)
@@ -290,17 +349,18 @@ class Chat:
         conn = self.member(sid, req.room)
         if not conn.bucket.take():
             raise ChatError("rate_limited", f"slow down: retry in {conn.bucket.retry_after():.2f}s", 429)
-        return await self.send(conn.user, req.room, req.text, req.client_id)
+        return await self.send(conn.user, req.room, req.text, req.client_id, req.reply_to)
 
-    async def send(self, user: User, room: str, text: str, client_id: str | None) -> dict[str, Any]:
+    async def send(
+        self, user: User, room: str, text: str, client_id: str | None, reply_to: str | None = None
+    ) -> dict[str, Any]:
         """Store, then fan out; the caller's ack says the message is stored."""
-        if len(text) > self.settings.max_message_chars:
-            raise ChatError("too_large", f"text is limited to {self.settings.max_message_chars} characters", 413)
-        if self.user_limits is not None and not self.user_limits.take(user["id"]):
-            raise ChatError("rate_limited", "slow down: too many messages from this user", 429)
+        self._check_text(text)
+        self._limit_user(user)
+        reply_seq = seq_of(reply_to) if reply_to is not None else None
         try:
             result = await self._store_call(
-                self.store.append(room, user, text, client_id or uuid.uuid4().hex, now_ms())
+                self.store.append(room, user, text, client_id or uuid.uuid4().hex, now_ms(), reply_seq)
             )
         except RateLimited as exc:
             raise ChatError("rate_limited", f"slow down: retry in {exc.retry_after:.2f}s", 429) from None
@@ -316,6 +376,79 @@ class Chat:
         else:
             self.metrics.duplicates.inc()
         return {"ok": True, "id": message["id"], "seq": message["seq"], "ts": message["ts"]}
+
+    def _check_text(self, text: str) -> None:
+        if len(text) > self.settings.max_message_chars:
+            raise ChatError("too_large", f"text is limited to {self.settings.max_message_chars} characters", 413)
+
+    def _limit_user(self, user: User) -> None:
+        if self.user_limits is not None and not self.user_limits.take(user["id"]):
+            raise ChatError("rate_limited", "slow down: too many messages from this user", 429)
+
+    async def edit(self, sid: str, data: Any) -> dict[str, Any]:
+        req = parse(EditRequest, data)
+        conn = self._member_sending(sid, req.room)
+        return await self.change(conn.user, req.room, req.id, "edit", req.client_id, text=req.text)
+
+    async def delete(self, sid: str, data: Any) -> dict[str, Any]:
+        req = parse(DeleteRequest, data)
+        conn = self._member_sending(sid, req.room)
+        return await self.change(conn.user, req.room, req.id, "delete", req.client_id)
+
+    async def react(self, sid: str, data: Any) -> dict[str, Any]:
+        req = parse(ReactRequest, data)
+        conn = self._member_sending(sid, req.room)
+        return await self.change(conn.user, req.room, req.id, "reaction", req.client_id, emoji=req.emoji, on=req.on)
+
+    def _member_sending(self, sid: str, room: str) -> Connection:
+        """A member of ``room`` within its connection's message rate (changes count as sends)."""
+        conn = self.member(sid, room)
+        if not conn.bucket.take():
+            raise ChatError("rate_limited", f"slow down: retry in {conn.bucket.retry_after():.2f}s", 429)
+        return conn
+
+    async def change(
+        self,
+        user: User,
+        room: str,
+        message_id: str,
+        kind: Kind,
+        client_id: str | None,
+        text: str = "",
+        emoji: str = "",
+        on: bool = True,
+    ) -> dict[str, Any]:
+        """Edit, delete or react to a stored message, then announce its new state
+        to the room as an ``update``; acked like a send (idempotent on ``client_id``)."""
+        if kind == "edit":
+            self._check_text(text)
+        self._limit_user(user)
+        username = user.get("username")
+        moderator = isinstance(username, str) and username.casefold() in self.settings.moderator_set
+        change = Change(
+            room,
+            seq_of(message_id),
+            kind,
+            dict(user),
+            client_id or uuid.uuid4().hex,
+            now_ms(),
+            text,
+            emoji,
+            on,
+            moderator,
+        )
+        try:
+            result = await self._store_call(self.store.change(change))
+        except RateLimited as exc:
+            raise ChatError("rate_limited", f"slow down: retry in {exc.retry_after:.2f}s", 429) from None
+        update = result.update
+        if result.created:
+            self.metrics.changes.labels(kind).inc()
+            if result.announced:  # published to the fleet by the store: deliver here ourselves
+                self.updates.accept(update)
+            else:
+                await self.sio.emit("update", update, room=room)
+        return {"ok": True, "id": update["id"], "rev": update["rev"], "message": update["message"]}
 
     async def typing(self, sid: str, data: Any) -> dict[str, Any]:
         req = parse(TypingRequest, data)
@@ -366,7 +499,7 @@ class Chat:
     async def bridge_join(self, sid: str, conn: Connection, room: str, subscriber: Subscriber) -> list[Message]:
         info = await self._store_call(self.store.room_info(room))
         self.subscribe(room, subscriber)
-        history, _ = await self._join_room(sid, conn, room, info.last_seq, None, rejoin=False)
+        history, _, _ = await self._join_room(sid, conn, room, info, None, rejoin=False)
         return history
 
     # -- helpers ----------------------------------------------------------------

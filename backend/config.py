@@ -34,7 +34,9 @@ class Settings(BaseSettings):
     max_payload_bytes: int = Field(default=65_536, ge=1024)
     rate: float = Field(default=10.0, gt=0, description="messages per second per connection")
     rate_burst: int = Field(default=20, ge=1)
-    history_limit: int = Field(default=10_000, ge=10, description="messages kept per room")
+    history_limit: int = Field(default=10_000, ge=10, description="most messages a resuming join is sent at once")
+    moderators: str = ""
+    """Comma-separated usernames of accounts that moderate every room (may delete any message)."""
     default_room: str = "general"
     page_size: int = Field(default=50, ge=1, le=500)
     max_rooms_per_connection: int = Field(default=50, ge=1)
@@ -75,6 +77,10 @@ class Settings(BaseSettings):
         """``CHAT_GUESTS`` when set; otherwise guests are welcome unless ``CHAT_AUTH_SECRET``
         is set (a deployment that set a secret meant every user to hold a token)."""
         return self.guests if self.guests is not None else not self.auth_secret
+
+    @property
+    def moderator_set(self) -> frozenset[str]:
+        return frozenset(m.strip().casefold() for m in self.moderators.split(",") if m.strip())
 
     @property
     def trusted_proxy_set(self) -> frozenset[str]:

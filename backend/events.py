@@ -98,7 +98,7 @@ def register(sio: socketio.AsyncServer, chat: Chat) -> None:
 
         return handle
 
-    for name in ("join", "leave", "message", "typing", "history"):
+    for name in ("join", "leave", "message", "typing", "history", "edit", "delete", "react"):
         sio.on(name, handler(getattr(chat, name)))
 
     @sio.on("*")

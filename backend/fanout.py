@@ -105,6 +105,7 @@ class RelayHook:
     the fan-out (both set after construction)."""
 
     relay: Relay | None = None
+    updates: Relay | None = None
     fanout: Fanout | None = None
 
     def fan_out(self, event: str, data: Any, namespace: str | None, room: Any, skip_sid: Any, callback: Any) -> bool:
@@ -128,12 +129,24 @@ class RelayHook:
         self.relay.accept(data)
         return True
 
+    def relay_update(self, data: Any) -> bool:
+        if self.updates is None or not isinstance(data, dict) or "rev" not in data:
+            return False
+        self.updates.accept(data)
+        return True
+
+    def route_to_relay(self, event: Any, data: Any) -> bool:
+        """Chat messages and updates go through their relays (ordered, exactly once)."""
+        if event == "message":
+            return self.relay_message(data)
+        return event == "update" and self.relay_update(data)
+
 
 class LocalManager(RelayHook, socketio.AsyncManager):
     """Embedded mode: one process, in-memory rooms."""
 
     async def emit(self, event, data, namespace=None, room=None, skip_sid=None, callback=None, to=None, **kw):  # type: ignore[no-untyped-def,override]
-        if event == "message" and self.relay_message(data):
+        if self.route_to_relay(event, data):
             return
         if self.fan_out(event, data, namespace, to or room, skip_sid, callback):
             return
@@ -179,7 +192,7 @@ class FleetManager(RelayHook, socketio.AsyncRedisManager):
             if self.on_revoke is not None and isinstance(data[0].get("session"), str):
                 await self.on_revoke(data[0]["session"])
             return
-        if single and message.get("event") == "message" and self.relay_message(data[0]):
+        if single and self.route_to_relay(message.get("event"), data[0]):
             return
         if single and self.fan_out(
             message.get("event"),

@@ -26,7 +26,17 @@ from backend import origins
 from backend.chat import Chat
 from backend.http_auth import auth_api
 from backend.limits import KeyedBuckets
-from backend.models import ChatError, HttpPostMessage, JoinRequest, MessageId, parse
+from backend.models import (
+    MESSAGE_ID_RE,
+    ChatError,
+    HttpEdit,
+    HttpPostMessage,
+    HttpReact,
+    JoinRequest,
+    MessageId,
+    parse,
+)
+from backend.presence import User
 from backend.store.base import StoreUnavailable
 
 api = Blueprint("api", __name__)
@@ -55,8 +65,23 @@ class MessageOut(BaseModel):
     room: str
     user: UserOut
     text: str
+    """Empty once deleted."""
     ts: int
     client_id: str
+    reply_to: str | None = None
+    rev: int | None = None
+    """The room's update rev of the message's latest change."""
+    edited_ts: int | None = None
+    deleted: bool | None = None
+    reactions: dict[str, list[str]] | None = None
+    """Emoji -> ids of the users who reacted with it."""
+
+
+class ChangedOut(BaseModel):
+    ok: bool = True
+    id: str
+    rev: int
+    message: MessageOut
 
 
 class PageQuery(BaseModel):
@@ -176,8 +201,73 @@ async def post_message(room: str, data: HttpPostMessage) -> tuple[PostedOut, int
         raise ChatError("rate_limited", "too many posts from this address", 429)
     if await chat._store_call(chat.store.room_info(name, create=False)) is None:
         raise ChatError("not_found", f"no room {name!r}; join it first to create it", 404)
-    ack = await chat.send(user, name, data.text, data.client_id)
+    ack = await chat.send(user, name, data.text, data.client_id, data.reply_to)
     return PostedOut(id=ack["id"], seq=ack["seq"], ts=ack["ts"]), 201
+
+
+async def _signed_in() -> User:
+    """The account of the request's Bearer token (changes need one: a guest's name proves nothing over HTTP)."""
+    chat = _chat()
+    assert chat.identity is not None
+    try:
+        found = await chat.identity.bearer(request.headers.get("Authorization"))
+    except StoreUnavailable:
+        raise ChatError("unavailable", "accounts are unreachable right now, retry shortly", 503) from None
+    if found is None:
+        raise ChatError("unauthorized", "sign in: send Authorization: Bearer <token>", 401)
+    limits: KeyedBuckets = current_app.extensions["fleetchat_http_limits"]
+    if not limits.take(request.remote_addr or "unknown"):
+        raise ChatError("rate_limited", "too many requests from this address", 429)
+    return found[0]
+
+
+def _message_id(message_id: str) -> str:
+    if not MESSAGE_ID_RE.match(message_id):
+        raise ChatError("bad_request", "a message id is its zero-padded seq", 400)
+    return message_id
+
+
+def _changed(ack: dict[str, Any]) -> ChangedOut:
+    return ChangedOut(id=ack["id"], rev=ack["rev"], message=MessageOut(**ack["message"]))
+
+
+def _change_route(fn: Any) -> Any:
+    for status in (400, 401, 403, 404, 413, 429, 503):
+        fn = document_response(ErrorOut, status)(fn)
+    return validate_response(ChangedOut)(fn)
+
+
+@api.patch("/api/rooms/<room>/messages/<message_id>")
+@validate_request(HttpEdit)
+@_change_route
+async def edit_message(room: str, message_id: str, data: HttpEdit) -> ChangedOut:
+    """Edit a message (its author only, Bearer); the room gets an ``update``."""
+    user = await _signed_in()
+    ack = await _chat().change(user, _room(room), _message_id(message_id), "edit", data.client_id, text=data.text)
+    return _changed(ack)
+
+
+@api.delete("/api/rooms/<room>/messages/<message_id>")
+@_change_route
+async def delete_message(room: str, message_id: str) -> ChangedOut:
+    """Delete a message (its author or a moderator, Bearer): a tombstone stays, its text is gone."""
+    user = await _signed_in()
+    client_id = request.args.get("client_id")
+    if client_id is not None and not (1 <= len(client_id) <= 64 and client_id.replace("-", "").isalnum()):
+        raise ChatError("bad_request", "client_id: 1-64 letters, digits or '-'", 400)
+    return _changed(await _chat().change(user, _room(room), _message_id(message_id), "delete", client_id))
+
+
+@api.post("/api/rooms/<room>/messages/<message_id>/reactions")
+@validate_request(HttpReact)
+@_change_route
+async def react_to_message(room: str, message_id: str, data: HttpReact) -> ChangedOut:
+    """Add (``on``) or take back a reaction (Bearer); the room gets an ``update``."""
+    user = await _signed_in()
+    ack = await _chat().change(
+        user, _room(room), _message_id(message_id), "reaction", data.client_id, emoji=data.emoji, on=data.on
+    )
+    return _changed(ack)
 
 
 @api.get("/metrics")

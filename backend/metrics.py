@@ -23,6 +23,9 @@ class Metrics:
         self.rooms = Gauge("fleetchat_local_rooms", "Rooms with a listener on this instance", registry=r)
         self.messages_in = Counter("fleetchat_messages_in_total", "Messages stored through this instance", registry=r)
         self.messages_out = Counter("fleetchat_deliveries_total", "Message deliveries to local sockets", registry=r)
+        self.changes = Counter(
+            "fleetchat_changes_total", "Edits, deletes and reactions stored through this instance", ["kind"], registry=r
+        )
         self.duplicates = Counter("fleetchat_duplicate_sends_total", "Resends answered from dedupe", registry=r)
         self.refused = Counter("fleetchat_refused_total", "Requests refused, by error code", ["code"], registry=r)
         self.connections_refused = Counter(

@@ -78,6 +78,8 @@ class ConnectAuth(Payload):
 class JoinRequest(Payload):
     room: RoomName
     since: MessageId | None = None
+    rev: int | None = Field(default=None, ge=0, le=2**53)
+    """With ``since``: the last update ``rev`` the client holds; the ack's ``updates`` are the changes after it."""
 
 
 class LeaveRequest(Payload):
@@ -87,6 +89,37 @@ class LeaveRequest(Payload):
 class SendRequest(Payload):
     room: RoomName
     text: MessageText
+    client_id: ClientId | None = None
+    reply_to: MessageId | None = None
+
+
+def _check_emoji(value: str) -> str:
+    if any(ch.isspace() or unicodedata.category(ch) in ("Cc", "Cs", "Co") for ch in value):
+        raise ValueError("emoji must not contain spaces or control characters")
+    return value
+
+
+Emoji = Annotated[str, StringConstraints(min_length=1, max_length=32), AfterValidator(_check_emoji)]
+
+
+class EditRequest(Payload):
+    room: RoomName
+    id: MessageId
+    text: MessageText
+    client_id: ClientId | None = None
+
+
+class DeleteRequest(Payload):
+    room: RoomName
+    id: MessageId
+    client_id: ClientId | None = None
+
+
+class ReactRequest(Payload):
+    room: RoomName
+    id: MessageId
+    emoji: Emoji
+    on: bool = True
     client_id: ClientId | None = None
 
 
@@ -110,6 +143,22 @@ class HttpPostMessage(Payload):
 
     name: UserName | None = None
     text: MessageText = Field(json_schema_extra={"minLength": 1, "pattern": TEXT_SCHEMA_PATTERN})
+    client_id: ClientId | None = None
+    reply_to: MessageId | None = None
+
+
+class HttpEdit(Payload):
+    """Body of ``PATCH /api/rooms/<room>/messages/<id>``."""
+
+    text: MessageText = Field(json_schema_extra={"minLength": 1, "pattern": TEXT_SCHEMA_PATTERN})
+    client_id: ClientId | None = None
+
+
+class HttpReact(Payload):
+    """Body of ``POST /api/rooms/<room>/messages/<id>/reactions``."""
+
+    emoji: Emoji
+    on: bool = True
     client_id: ClientId | None = None
 
 

@@ -10,6 +10,10 @@ sweep compares the store's newest ``seq`` with ours, so even the last message
 of a burst that pub/sub lost arrives. Loss in pub/sub costs latency, not data,
 and clients that know nothing of ``seq`` (plain socket.io, the /ws bridge)
 still see every message once, in order.
+
+The same relay, keyed on ``rev`` instead of ``seq``, carries the room's
+``update`` events (edits, deletes, reactions): they are numbered without
+gaps too, so they get the same guarantees.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Literal
 
 from backend.store.base import Message, MessageStore, StoreUnavailable
 
@@ -27,9 +32,18 @@ FILL_BATCH = 500
 
 
 class Relay:
-    def __init__(self, store: MessageStore, deliver: Deliver, gap_wait: float = 0.05) -> None:
+    def __init__(
+        self,
+        store: MessageStore,
+        deliver: Deliver,
+        gap_wait: float = 0.05,
+        stream: Literal["messages", "updates"] = "messages",
+    ) -> None:
         self._store = store
         self._deliver = deliver
+        self._key = "seq" if stream == "messages" else "rev"
+        self._fetch = store.after if stream == "messages" else store.updates_after
+        self._newest = store.last_seqs if stream == "messages" else store.last_revs
         self._gap_wait = gap_wait
         self._last: dict[str, int] = {}
         self._held: dict[str, dict[int, Message]] = {}
@@ -64,7 +78,7 @@ class Relay:
         last = self._last.get(room)
         if last is None:
             return
-        seq = message["seq"]
+        seq = message[self._key]
         if seq <= last:
             return
         if seq == last + 1:
@@ -102,17 +116,18 @@ class Relay:
                 if wait and not held:
                     return  # the reordering resolved itself
                 last = self._last[room]
-                missing = await self._store.after(room, last, FILL_BATCH)
+                missing = await self._fetch(room, last, FILL_BATCH)
                 if not missing:
                     return
-                if room in self._last and missing[0]["seq"] > self._last[room] + 1:
-                    # what we lack was trimmed from history: it cannot be replayed
+                key = self._key
+                if room in self._last and missing[0][key] > self._last[room] + 1:
+                    # what we lack is no longer stored: it cannot be replayed
                     log.warning(
-                        "relay: %s seq %d..%d no longer stored; skipping", room, last + 1, missing[0]["seq"] - 1
+                        "relay: %s %s %d..%d no longer stored; skipping", room, key, last + 1, missing[0][key] - 1
                     )
-                    self._last[room] = missing[0]["seq"] - 1
+                    self._last[room] = missing[0][key] - 1
                 for message in missing:
-                    if message["seq"] > self._last.get(room, message["seq"]):
+                    if message[key] > self._last.get(room, message[key]):
                         self.replayed += 1
                     self.accept(message)
                 if len(missing) < FILL_BATCH and not self._held.get(room):
@@ -141,7 +156,7 @@ class Relay:
         if not rooms:
             return
         asked_at = [self._last[room] for room in rooms]
-        newest = await self._store.last_seqs(rooms)
+        newest = await self._newest(rooms)
         for room, seq, before in zip(rooms, newest, asked_at, strict=True):
             last = self._last.get(room)
             if last is None:

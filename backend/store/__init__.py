@@ -13,13 +13,12 @@ def build_store(settings: Settings) -> MessageStore:
 
         return RedisStore(
             settings.redis_url,
-            settings.history_limit,
             settings.dedupe_ttl_seconds,
             user_rate=(settings.rate, settings.rate_burst),
         )
     from backend.store.sqlite import SqliteStore
 
-    return SqliteStore(settings.db_path, settings.history_limit)
+    return SqliteStore(settings.db_path)
 
 
 __all__ = ["AppendResult", "MessageStore", "RoomInfo", "StoreUnavailable", "build_store"]

@@ -12,8 +12,14 @@ import abc
 from dataclasses import dataclass
 from typing import Any
 
+from backend.lifecycle import Change
+
 Message = dict[str, Any]
-"""``{"id", "seq", "room", "user": {"id", "name"}, "text", "ts", "client_id"}``"""
+"""``{"id", "seq", "room", "user": {"id", "name"}, "text", "ts", "client_id"}``, and as
+it changes: ``rev`` (the room's update rev of its latest change), ``edited_ts``,
+``deleted``, ``reactions`` (``{emoji: [user ids]}``); ``reply_to`` from birth."""
+Update = dict[str, Any]
+"""``{"room", "id", "kind", "rev", "message"}``: a message changed (backend/lifecycle.py)."""
 
 
 class StoreUnavailable(Exception):
@@ -38,10 +44,23 @@ class AppendResult:
 
 
 @dataclass(frozen=True, slots=True)
+class ChangeResult:
+    update: Update
+    """The update event, or for a change that changed nothing the message's current state
+    (``update["rev"]`` is then the message's own rev)."""
+    created: bool
+    """False when nothing new happened (a resent ``client_id``, a no-op change)."""
+    announced: bool = False
+    """True when the store already published the update to the other instances."""
+
+
+@dataclass(frozen=True, slots=True)
 class RoomInfo:
     epoch: str
     """Changes only when the room's stored history was lost."""
     last_seq: int
+    last_rev: int = 0
+    """The room's newest update rev: changes to its messages are numbered 1, 2, 3, ..."""
 
 
 class MessageStore(abc.ABC):
@@ -62,9 +81,34 @@ class MessageStore(abc.ABC):
         """True when the store answers (drives ``/readyz``)."""
 
     @abc.abstractmethod
-    async def append(self, room: str, user: dict[str, str], text: str, client_id: str, ts: int) -> AppendResult:
+    async def append(
+        self, room: str, user: dict[str, str], text: str, client_id: str, ts: int, reply_to: int | None = None
+    ) -> AppendResult:
         """Store a message, assigning the room's next ``seq`` and its ``id``,
-        atomically with the dedupe check on ``(user id, client_id)``."""
+        atomically with the dedupe check on ``(user id, client_id)``. A
+        ``reply_to`` seq that the room does not have raises ``ChatError('not_found')``."""
+
+    @abc.abstractmethod
+    async def change(self, change: Change) -> ChangeResult:
+        """Apply an edit, delete or reaction atomically (``backend.lifecycle.apply``
+        says who may and what it does), numbering it with the room's next ``rev``.
+        Raises ``ChatError`` (``not_found``, ``forbidden``) when it may not."""
+
+    @abc.abstractmethod
+    async def updates_after(self, room: str, after_rev: int, limit: int) -> list[Update]:
+        """Update events with ``rev > after_rev``, oldest first, each carrying the
+        message's state now (so a later one may repeat an earlier one's state)."""
+
+    @abc.abstractmethod
+    async def changed_since(self, room: str, after_rev: int, upto_seq: int, limit: int) -> tuple[list[Update], bool]:
+        """For a resuming client: one update event per message with ``seq <= upto_seq``
+        changed after ``after_rev``, in rev order, at most ``limit`` (the newest), and
+        whether there were more (the client then reloads instead of patching)."""
+
+    async def last_revs(self, rooms: list[str]) -> list[int]:
+        """The newest update ``rev`` of each room (0 if none); the update relay's sweep."""
+        infos = [await self.room_info(r, create=False) for r in rooms]
+        return [i.last_rev if i else 0 for i in infos]
 
     @abc.abstractmethod
     async def room_info(self, room: str, create: bool = True) -> RoomInfo | None:

@@ -1,9 +1,15 @@
-"""Fleet history: one Redis Stream per room, appended by one Lua script.
+"""Fleet history: one Redis hash per room, keyed by the gap-free ``seq``.
 
-The script makes dedupe, ``seq`` assignment and the append a single atomic
-step, so two instances can never hand out the same ``seq`` and a resent
-``client_id`` can never be stored twice. Stream entry ids are ``<seq>-0``,
-which lets ``XRANGE``/``XREVRANGE`` answer ``since`` and paging directly.
+Because ``seq`` has no gaps and nothing is removed (a delete leaves a
+tombstone), a range of history is a range of hash fields: ``HMGET`` of
+``seq`` n..m answers ``latest``, ``before`` and ``since`` in one round trip,
+and a message's state can change in place (edits, deletes, reactions).
+
+Lua scripts make every write one atomic step: an append is dedupe, the
+fleet-wide rate, ``seq`` assignment, the store and the publish to the fleet;
+a change is the permission check, the new state, the room's next ``rev``,
+the store and its publish. Two instances can never hand out the same
+``seq`` or ``rev``, and a resent ``client_id`` is never applied twice.
 """
 
 from __future__ import annotations
@@ -17,46 +23,66 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError, ResponseError
 from redis.retry import Retry
 
+from backend import lifecycle
+from backend.lifecycle import Change
 from backend.store.base import (
     AppendResult,
+    ChangeResult,
     Message,
     MessageStore,
     RateLimited,
     RoomInfo,
     StoreUnavailable,
+    Update,
 )
 
 ROOMS_KEY = "fc:rooms"
+LAYOUT_KEY = "fc:layout"
+"""``2`` once every room's history moved from the first release's streams into hashes."""
 MENTIONS_KEY = "fc:mentions"
 """Stored messages that may mention someone, for ``backend.worker`` (one stream,
 so the worker's consumer group never has to discover new rooms)."""
+CHANGE_SCAN = 20_000
+"""Update revs a resuming client's ``changed_since`` looks back over at most."""
 
-_APPEND = """
-local seqkey, stream, dkey, epochkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local room, rest, ttl, maxlen, epoch = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+_TAKE = """
+-- the sender's token bucket, shared by the whole fleet; nil, or the ms to wait
+local function take(key, rate, burst)
+  if rate == 0 then return nil end
+  local t = redis.call('TIME')
+  local now = t[1] * 1000 + math.floor(t[2] / 1000)
+  local b = redis.call('HMGET', key, 't', 's')
+  local tokens = math.min(burst, (tonumber(b[1]) or burst) + math.max(0, now - (tonumber(b[2]) or now)) * rate / 1000)
+  if tokens < 1 then return tostring(math.ceil((1 - tokens) * 1000 / rate)) end
+  redis.call('HSET', key, 't', tokens - 1, 's', now)
+  redis.call('PEXPIRE', key, math.ceil(burst * 1000 / rate) + 1000)
+  return nil
+end
+"""
+
+_APPEND = (
+    _TAKE
+    + """
+local seqkey, msgs, dkey, epochkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local room, rest, ttl, epoch = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
 if redis.call('SET', epochkey, epoch, 'NX') then
   redis.call('SADD', KEYS[5], room)
 end
 local prev = redis.call('GET', dkey)
 if prev then
-  local found = redis.call('XRANGE', stream, prev .. '-0', prev .. '-0')
-  if #found > 0 then return {0, found[1][2][2]} end
+  local found = redis.call('HGET', msgs, prev)
+  if found then return {0, found} end
   return {0, '{"id":"' .. string.format('%012d', prev) .. '","seq":' .. prev .. ',' .. rest}
 end
-if ARGV[7] ~= '0' then
-  -- the sender's token bucket, shared by the whole fleet: a resend above is free
-  local rate, burst = tonumber(ARGV[7]), tonumber(ARGV[8])
-  local t = redis.call('TIME')
-  local now = t[1] * 1000 + math.floor(t[2] / 1000)
-  local b = redis.call('HMGET', KEYS[7], 't', 's')
-  local tokens = math.min(burst, (tonumber(b[1]) or burst) + math.max(0, now - (tonumber(b[2]) or now)) * rate / 1000)
-  if tokens < 1 then return {-1, tostring(math.ceil((1 - tokens) * 1000 / rate))} end
-  redis.call('HSET', KEYS[7], 't', tokens - 1, 's', now)
-  redis.call('PEXPIRE', KEYS[7], math.ceil(burst * 1000 / rate) + 1000)
+if ARGV[11] ~= '' then
+  local to = tonumber(ARGV[11])
+  if to < 1 or to > (tonumber(redis.call('GET', seqkey)) or 0) then return {-2, 'reply_to'} end
 end
+local wait = take(KEYS[7], tonumber(ARGV[7]), tonumber(ARGV[8]))
+if wait then return {-1, wait} end
 local seq = redis.call('INCR', seqkey)
 local body = '{"id":"' .. string.format('%012d', seq) .. '","seq":' .. seq .. ',' .. rest
-redis.call('XADD', stream, 'MAXLEN', '~', maxlen, seq .. '-0', 'm', body)
+redis.call('HSET', msgs, seq, body)
 redis.call('SET', dkey, seq, 'EX', ttl)
 if ARGV[6] == '1' then
   redis.call('XADD', KEYS[6], 'MAXLEN', '~', 100000, '*', 'm', body)
@@ -67,6 +93,143 @@ if ARGV[9] ~= '' then
   redis.call('PUBLISH', KEYS[8], ARGV[9] .. body .. ARGV[10])
 end
 return {1, body}
+"""
+)
+
+_CHANGE = (
+    _TAKE
+    + """
+local msgs, revkey, upd, dkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local seq, kind, actor, arg = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
+local body = redis.call('HGET', msgs, seq)
+if not body then return {-2, 'not_found'} end
+if redis.call('GET', dkey) == seq then return {0, body} end
+local m = cjson.decode(body)
+if m.deleted then
+  if kind == 'delete' then return {0, body} end
+  return {-2, 'deleted'}
+end
+local mine = m.user.id == actor
+if kind == 'edit' then
+  if not mine then return {-2, 'forbidden_edit'} end
+  if m.text == arg then return {0, body} end
+  m.text = arg
+  m.edited_ts = tonumber(ARGV[7])
+elseif kind == 'delete' then
+  if not mine and ARGV[4] ~= '1' then return {-2, 'forbidden_delete'} end
+  m.text = ''
+  m.deleted = true
+  m.reactions = nil
+  m.edited_ts = nil
+else
+  local reactions = m.reactions or {}
+  local users = reactions[arg] or {}
+  local at = nil
+  for i, u in ipairs(users) do if u == actor then at = i end end
+  local on = ARGV[6] == '1'
+  if on == (at ~= nil) then return {0, body} end
+  if on then
+    if not reactions[arg] then
+      local n = 0
+      for _ in pairs(reactions) do n = n + 1 end
+      if n >= tonumber(ARGV[13]) then return {-2, 'too_many_reactions'} end
+    end
+    table.insert(users, actor)
+    reactions[arg] = users
+  else
+    table.remove(users, at)
+    if #users == 0 then reactions[arg] = nil else reactions[arg] = users end
+  end
+  if next(reactions) == nil then m.reactions = nil else m.reactions = reactions end
+end
+local wait = take(KEYS[5], tonumber(ARGV[9]), tonumber(ARGV[10]))
+if wait then return {-1, wait} end
+local rev = redis.call('INCR', revkey)
+m.rev = rev
+body = cjson.encode(m)
+redis.call('HSET', msgs, seq, body)
+redis.call('HSET', upd, rev, seq .. ' ' .. kind)
+redis.call('SET', dkey, seq, 'EX', ARGV[8])
+if ARGV[11] ~= '' then
+  local event = '{"room":"' .. m.room .. '","id":"' .. m.id .. '","kind":"' .. kind .. '","rev":' .. rev
+  redis.call('PUBLISH', KEYS[6], ARGV[11] .. event .. ',"message":' .. body .. '}' .. ARGV[12])
+end
+return {1, body, rev}
+"""
+)
+
+_RANGE = """
+-- messages lo..hi of a room (hi 0: up to the newest), and the room's last seq
+local last = tonumber(redis.call('GET', KEYS[2])) or 0
+local lo, hi = tonumber(ARGV[1]), tonumber(ARGV[2])
+if hi == 0 or hi > last then hi = last end
+if ARGV[3] ~= '0' then lo = math.max(1, hi - tonumber(ARGV[3]) + 1) end
+local out = {last, lo}
+if lo > hi then return out end
+for from = lo, hi, 1000 do  -- unpack takes a few thousand values at most
+  local fields = {}
+  for s = from, math.min(hi, from + 999) do fields[#fields + 1] = s end
+  local bodies = redis.call('HMGET', KEYS[1], unpack(fields))
+  for i = 1, #bodies do out[#out + 1] = bodies[i] or '' end
+end
+return out
+"""
+
+_UPDATES = """
+-- updates after a rev: {rev, kind, body} triples. ARGV[2] > 0: at most that many,
+-- oldest first. Otherwise (a resuming client) the latest change of each message
+-- with seq <= ARGV[3], newest first, at most ARGV[4] of them, looking back ARGV[5] revs.
+local last = tonumber(redis.call('GET', KEYS[3])) or 0
+local after = tonumber(ARGV[1])
+local out = {}
+if tonumber(ARGV[2]) > 0 then
+  local hi = math.min(last, after + tonumber(ARGV[2]))
+  if hi <= after then return out end
+  local revs = {}
+  for r = after + 1, hi do revs[#revs + 1] = r end
+  local entries = redis.call('HMGET', KEYS[2], unpack(revs))
+  for i, e in ipairs(entries) do
+    if e then
+      local seq, kind = string.match(e, '(%d+) (%a+)')
+      out[#out + 1] = revs[i]
+      out[#out + 1] = kind
+      out[#out + 1] = redis.call('HGET', KEYS[1], seq) or ''
+    end
+  end
+  return out
+end
+local upto, limit, lowest = tonumber(ARGV[3]), tonumber(ARGV[4]), math.max(after, last - tonumber(ARGV[5]))
+local seen, n = {}, 0
+out[1] = 0
+for r = last, lowest + 1, -1 do
+  local e = redis.call('HGET', KEYS[2], r)
+  if e then
+    local seq, kind = string.match(e, '(%d+) (%a+)')
+    if tonumber(seq) <= upto and not seen[seq] then
+      seen[seq] = true
+      if n == limit then
+        out[1] = -1
+        return out
+      end
+      n = n + 1
+      out[#out + 1] = r
+      out[#out + 1] = kind
+      out[#out + 1] = redis.call('HGET', KEYS[1], seq) or ''
+    end
+  end
+end
+if lowest > after then out[1] = -1 end
+return out
+"""
+
+_MIGRATE = """
+-- the first release kept a room in a stream (entry ids <seq>-0): copy it into the hash
+local entries = redis.call('XRANGE', KEYS[1], '-', '+')
+for _, e in ipairs(entries) do
+  redis.call('HSETNX', KEYS[2], string.match(e[1], '^(%d+)'), e[2][2])
+end
+redis.call('DEL', KEYS[1])
+return #entries
 """
 
 
@@ -84,8 +247,28 @@ async def ensure_mention_group(redis: aioredis.Redis) -> None:
 
 
 def _keys(room: str) -> tuple[str, str, str]:
+    """The room's seq counter, its messages (seq -> current state) and its epoch."""
     tag = "{" + room + "}"
-    return f"fc:{tag}:seq", f"fc:{tag}:log", f"fc:{tag}:epoch"
+    return f"fc:{tag}:seq", f"fc:{tag}:msgs", f"fc:{tag}:epoch"
+
+
+def _change_keys(room: str) -> tuple[str, str]:
+    """The room's update rev counter and its updates (rev -> "<seq> <kind>")."""
+    tag = "{" + room + "}"
+    return f"fc:{tag}:rev", f"fc:{tag}:upd"
+
+
+def _update_keys(room: str) -> list[str]:
+    """What the updates script reads: messages, updates, the rev counter."""
+    rev_key, upd_key = _change_keys(room)
+    return [_keys(room)[1], upd_key, rev_key]
+
+
+def _envelope(event: str, room: str, host_id: str) -> tuple[bytes, bytes]:
+    """python-socketio's pub/sub emit of ``event`` to ``room``, split around its data."""
+    envelope = {"method": "emit", "event": event, "namespace": "/", "room": room, "skip_sid": None}
+    envelope |= {"callback": None, "host_id": host_id, "binary": False}
+    return orjson.dumps(envelope)[:-1] + b',"data":[', b"]}"
 
 
 def connect(url: str) -> aioredis.Redis:
@@ -103,29 +286,42 @@ def connect(url: str) -> aioredis.Redis:
 class RedisStore(MessageStore):
     limits_users = True
 
-    def __init__(
-        self, url: str, history_limit: int, dedupe_ttl: int, user_rate: tuple[float, int] | None = None
-    ) -> None:
+    def __init__(self, url: str, dedupe_ttl: int, user_rate: tuple[float, int] | None = None) -> None:
         self._url = url
         self._user_rate = ("0", "0") if user_rate is None else (repr(float(user_rate[0])), str(user_rate[1]))
-        self._history_limit = history_limit
         self._dedupe_ttl = dedupe_ttl
         self.redis: aioredis.Redis | None = None
-        self._append: Any = None
+        self._scripts: dict[str, Any] = {}
         self._announce: tuple[str, str] = ("", "")
 
     def announce_on(self, channel: str, host_id: str) -> None:
-        """Publish every new message on python-socketio's pub/sub ``channel``
-        from inside the append script, as an ``emit`` of event ``message`` to the
-        message's room sent by ``host_id``: one round trip per message instead of
-        two, and no stored message whose publish could be dropped in between.
-        The caller then delivers to its own sockets itself (pub/sub skips the
-        sender's ``host_id``). ``AppendResult.announced`` says it happened."""
+        """Publish every new message and change on python-socketio's pub/sub
+        ``channel`` from inside the scripts, as an ``emit`` of event ``message``
+        (or ``update``) to the room sent by ``host_id``: one round trip per write
+        instead of two, and nothing stored whose publish could be dropped in
+        between. The caller then delivers to its own sockets itself (pub/sub
+        skips the sender's ``host_id``). ``announced`` in the result says it happened."""
         self._announce = (channel, host_id)
 
     async def open(self) -> None:
         self.redis = connect(self._url)
-        self._append = self.redis.register_script(_APPEND)
+        for name, source in (("append", _APPEND), ("change", _CHANGE), ("range", _RANGE), ("updates", _UPDATES)):
+            self._scripts[name] = self.redis.register_script(source)
+        try:
+            await self._migrate_streams()
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+
+    async def _migrate_streams(self) -> None:
+        """Move rooms written by the first release (one stream per room) into hashes, once."""
+        r = self._r()
+        if await r.get(LAYOUT_KEY) == b"2":
+            return
+        migrate = r.register_script(_MIGRATE)
+        for room in await r.smembers(ROOMS_KEY):
+            tag = "{" + room.decode() + "}"
+            await migrate(keys=[f"fc:{tag}:log", f"fc:{tag}:msgs"])
+        await r.set(LAYOUT_KEY, "2")
 
     async def close(self) -> None:
         if self.redis is not None:
@@ -137,99 +333,156 @@ class RedisStore(MessageStore):
             raise StoreUnavailable("store is closed")
         return self.redis
 
+    async def _call(self, script: str, keys: list[Any], args: list[Any]) -> Any:
+        self._r()
+        try:
+            return await self._scripts[script](keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+
     async def ping(self) -> bool:
         try:
             return bool(await self._r().ping())
         except (RedisError, OSError, StoreUnavailable):
             return False
 
-    async def append(self, room: str, user: dict[str, str], text: str, client_id: str, ts: int) -> AppendResult:
-        seq_key, log_key, epoch_key = _keys(room)
+    async def append(
+        self, room: str, user: dict[str, str], text: str, client_id: str, ts: int, reply_to: int | None = None
+    ) -> AppendResult:
+        seq_key, msgs_key, epoch_key = _keys(room)
         # JSON keeps (user id, client_id) unambiguous: both may contain ":"
         dedupe_key = "fc:{" + room + "}:cid:" + orjson.dumps([user["id"], client_id]).decode()
         # Everything but id/seq is encoded here; the script prefixes those two.
-        rest = orjson.dumps({"room": room, "user": user, "text": text, "ts": ts, "client_id": client_id})[1:]
+        fields: dict[str, Any] = {"room": room, "user": user, "text": text, "ts": ts, "client_id": client_id}
+        if reply_to is not None:
+            fields["reply_to"] = f"{reply_to:012d}"
+        rest = orjson.dumps(fields)[1:]
         channel, host_id = self._announce
-        prefix = suffix = b""
-        if channel:
-            envelope = {"method": "emit", "event": "message", "namespace": "/", "room": room, "skip_sid": None}
-            envelope |= {"callback": None, "host_id": host_id, "binary": False}
-            prefix, suffix = orjson.dumps(envelope)[:-1] + b',"data":[', b"]}"
-        try:
-            created, body = await self._append(
-                keys=[
-                    seq_key,
-                    log_key,
-                    dedupe_key,
-                    epoch_key,
-                    ROOMS_KEY,
-                    MENTIONS_KEY,
-                    "fc:rate:" + user["id"],
-                    channel or "fc:unused",
-                ],
-                args=[
-                    room,
-                    rest,
-                    self._dedupe_ttl,
-                    self._history_limit,
-                    secrets.token_hex(8),
-                    "1" if "@" in text else "0",
-                    *self._user_rate,
-                    prefix,
-                    suffix,
-                ],
-            )
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"redis: {exc}") from exc
+        prefix, suffix = _envelope("message", room, host_id) if channel else (b"", b"")
+        created, body = await self._call(
+            "append",
+            keys=[
+                seq_key,
+                msgs_key,
+                dedupe_key,
+                epoch_key,
+                ROOMS_KEY,
+                MENTIONS_KEY,
+                "fc:rate:" + user["id"],
+                channel or "fc:unused",
+            ],
+            args=[
+                room,
+                rest,
+                self._dedupe_ttl,
+                "",
+                secrets.token_hex(8),
+                "1" if "@" in text else "0",
+                *self._user_rate,
+                prefix,
+                suffix,
+                "" if reply_to is None else reply_to,
+            ],
+        )
         if created == -1:
             raise RateLimited(int(body) / 1000)
+        if created == -2:
+            raise lifecycle.refusal(body.decode())
         return AppendResult(orjson.loads(body), created=bool(created), announced=bool(created and channel))
+
+    async def change(self, change: Change) -> ChangeResult:
+        room = change.room
+        _, msgs_key, _ = _keys(room)
+        rev_key, upd_key = _change_keys(room)
+        dedupe_key = "fc:{" + room + "}:chg:" + orjson.dumps([change.actor["id"], change.client_id]).decode()
+        channel, host_id = self._announce
+        prefix, suffix = _envelope("update", room, host_id) if channel else (b"", b"")
+        result = await self._call(
+            "change",
+            keys=[msgs_key, rev_key, upd_key, dedupe_key, "fc:rate:" + change.actor["id"], channel or "fc:unused"],
+            args=[
+                change.seq,
+                change.kind,
+                change.actor["id"],
+                "1" if change.moderator else "0",
+                change.text if change.kind == "edit" else change.emoji,
+                "1" if change.on else "0",
+                change.ts,
+                self._dedupe_ttl,
+                *self._user_rate,
+                prefix,
+                suffix,
+                lifecycle.MAX_EMOJIS,
+            ],
+        )
+        code, body = result[0], result[1]
+        if code == -1:
+            raise RateLimited(int(body) / 1000)
+        if code == -2:
+            raise lifecycle.refusal(body.decode())
+        message = orjson.loads(body)
+        if code == 0:
+            return ChangeResult(lifecycle.update_event(message, change.kind, message.get("rev", 0)), created=False)
+        return ChangeResult(lifecycle.update_event(message, change.kind, result[2]), True, announced=bool(channel))
 
     async def room_info(self, room: str, create: bool = True) -> RoomInfo | None:
         seq_key, _, epoch_key = _keys(room)
+        rev_key, _ = _change_keys(room)
         r = self._r()
         try:
             if create:
                 async with r.pipeline(transaction=True) as pipe:
                     pipe.set(epoch_key, secrets.token_hex(8), nx=True)
                     pipe.sadd(ROOMS_KEY, room)
-                    pipe.get(epoch_key)
-                    pipe.get(seq_key)
-                    _, _, epoch, seq = await pipe.execute()
+                    pipe.mget(epoch_key, seq_key, rev_key)
+                    _, _, (epoch, seq, rev) = await pipe.execute()
             else:
-                epoch, seq = await r.mget(epoch_key, seq_key)
+                epoch, seq, rev = await r.mget(epoch_key, seq_key, rev_key)
                 if epoch is None:
                     return None
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis: {exc}") from exc
-        return RoomInfo(epoch.decode(), int(seq or 0))
+        return RoomInfo(epoch.decode(), int(seq or 0), int(rev or 0))
+
+    async def _range(self, room: str, lo: int, hi: int, newest: int = 0) -> tuple[int, list[Message]]:
+        """Messages ``lo..hi`` (``hi`` 0: to the newest; ``newest`` n: only the last n
+        up to ``hi``) and the first seq of the range."""
+        seq_key, msgs_key, _ = _keys(room)
+        out = await self._call("range", keys=[msgs_key, seq_key], args=[lo, hi, newest])
+        return int(out[1]), [orjson.loads(b) for b in out[2:] if b]
 
     async def latest(self, room: str, limit: int, before_seq: int | None = None) -> tuple[list[Message], bool]:
-        if before_seq is not None and before_seq <= 0:
-            return [], False  # nothing comes before seq 0, and "(0-0" is not a range Redis accepts
-        _, log_key, _ = _keys(room)
-        top = "+" if before_seq is None else f"({before_seq}-0"
-        try:
-            rows = await self._r().xrevrange(log_key, max=top, min="-", count=limit + 1)
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"redis: {exc}") from exc
-        more = len(rows) > limit
-        return [orjson.loads(fields[b"m"]) for _, fields in reversed(rows[:limit])], more
+        if before_seq is not None and before_seq <= 1:
+            return [], False
+        first, messages = await self._range(room, 1, 0 if before_seq is None else before_seq - 1, newest=limit)
+        return messages, first > 1
 
     async def after(self, room: str, after_seq: int, limit: int) -> list[Message]:
-        _, log_key, _ = _keys(room)
-        try:
-            rows = await self._r().xrange(log_key, min=f"({after_seq}-0", max="+", count=limit)
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"redis: {exc}") from exc
-        return [orjson.loads(fields[b"m"]) for _, fields in rows]
+        return (await self._range(room, after_seq + 1, after_seq + limit))[1]
+
+    async def updates_after(self, room: str, after_rev: int, limit: int) -> list[Update]:
+        return _updates(await self._call("updates", keys=_update_keys(room), args=[after_rev, limit, 0, 0, 0]))
+
+    async def changed_since(self, room: str, after_rev: int, upto_seq: int, limit: int) -> tuple[list[Update], bool]:
+        out = await self._call(
+            "updates",
+            keys=_update_keys(room),
+            args=[after_rev, 0, upto_seq, limit, CHANGE_SCAN],
+        )
+        return list(reversed(_updates(out[1:]))), out[0] == -1
 
     async def last_seqs(self, rooms: list[str]) -> list[int]:
         """The newest ``seq`` of each room in one round trip (the relay's gap sweep)."""
-        if not rooms:
+        return await self._mget_ints([_keys(r)[0] for r in rooms])
+
+    async def last_revs(self, rooms: list[str]) -> list[int]:
+        return await self._mget_ints([_change_keys(r)[0] for r in rooms])
+
+    async def _mget_ints(self, keys: list[str]) -> list[int]:
+        if not keys:
             return []
         try:
-            values = await self._r().mget([_keys(r)[0] for r in rooms])
+            values = await self._r().mget(keys)
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis: {exc}") from exc
         return [int(v or 0) for v in values]
@@ -240,3 +493,14 @@ class RedisStore(MessageStore):
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis: {exc}") from exc
         return sorted(m.decode() for m in members)
+
+
+def _updates(flat: list[Any]) -> list[Update]:
+    """``[rev, kind, body, ...]`` from the updates script as update events (a message
+    whose state is gone is left out)."""
+    events = []
+    for i in range(0, len(flat) - 2, 3):
+        rev, kind, body = flat[i], flat[i + 1], flat[i + 2]
+        if body:
+            events.append(lifecycle.update_event(orjson.loads(body), kind.decode(), int(rev)))
+    return events

@@ -1,9 +1,10 @@
 """Embedded history: one SQLite file, written by one thread with group commit.
 
 SQLite calls block, so they never run on the event loop: a single-thread
-executor owns the connection. Appends that arrive while a transaction is in
-flight are queued and committed together in the next one, so under load many
-messages share one fsync and the loop never waits on disk.
+executor owns the connection. Appends and changes (edits, deletes, reactions)
+that arrive while a transaction is in flight are queued and committed
+together in the next one, so under load many share one fsync and the loop
+never waits on disk. Nothing is ever trimmed: a room keeps every message.
 """
 
 from __future__ import annotations
@@ -12,18 +13,23 @@ import asyncio
 import os
 import secrets
 import sqlite3
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
 
-from backend.models import message_id
+from backend import lifecycle
+from backend.lifecycle import Change
+from backend.models import ChatError, message_id
 from backend.store.base import (
     AppendResult,
+    ChangeResult,
     Message,
     MessageStore,
     RoomInfo,
     StoreUnavailable,
+    Update,
 )
 
 _SCHEMA = """
@@ -43,20 +49,34 @@ CREATE TABLE IF NOT EXISTS messages (
     PRIMARY KEY (room, seq)
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS messages_dedupe ON messages (room, user_id, client_id);
+CREATE TABLE IF NOT EXISTS updates (
+    room TEXT NOT NULL,
+    rev INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    PRIMARY KEY (room, rev)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS updates_by_message ON updates (room, seq);
 """
+_COLUMNS = (("rooms", "last_rev", "INTEGER NOT NULL DEFAULT 0"),)
+"""Columns added since the first release, added to an older file when it opens."""
 
-_AppendRequest = tuple[str, dict[str, str], str, str, int]
+_AppendRequest = tuple[str, dict[str, str], str, str, int, int | None]
+_Request = _AppendRequest | Change
+CHANGE_IDS = 100_000
+"""Recent ``(room, user, client_id)`` of changes remembered for dedupe (a resent edit)."""
 
 
 class SqliteStore(MessageStore):
-    def __init__(self, path: str, history_limit: int) -> None:
+    def __init__(self, path: str) -> None:
         self._path = path
-        self._history_limit = history_limit
         self._db: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._pending: list[tuple[_AppendRequest, asyncio.Future[AppendResult]]] = []
+        self._pending: list[tuple[_Request, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._rooms: dict[str, list[Any]] = {}  # name -> [epoch, last_seq]; writer thread only
+        self._rooms: dict[str, list[Any]] = {}  # name -> [epoch, last_seq, last_rev]; writer thread only
+        self._change_ids: OrderedDict[tuple[str, str, str], tuple[int, int]] = OrderedDict()  # -> (seq, rev)
 
     async def open(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
@@ -67,8 +87,10 @@ class SqliteStore(MessageStore):
             os.makedirs(os.path.dirname(os.path.abspath(self._path)), exist_ok=True)
         db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
         db.executescript(_SCHEMA)
-        for name, epoch, last_seq in db.execute("SELECT name, epoch, last_seq FROM rooms"):
-            self._rooms[name] = [epoch, last_seq]
+        for table, column, decl in _COLUMNS:
+            if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+        self._reload_rooms(db)
         self._db = db
 
     async def close(self) -> None:
@@ -96,9 +118,17 @@ class SqliteStore(MessageStore):
 
     # -- writes ---------------------------------------------------------------
 
-    async def append(self, room: str, user: dict[str, str], text: str, client_id: str, ts: int) -> AppendResult:
-        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-        self._pending.append(((room, user, text, client_id, ts), future))
+    async def append(
+        self, room: str, user: dict[str, str], text: str, client_id: str, ts: int, reply_to: int | None = None
+    ) -> AppendResult:
+        return await self._queue((room, user, text, client_id, ts, reply_to))
+
+    async def change(self, change: Change) -> ChangeResult:
+        return await self._queue(change)
+
+    async def _queue(self, request: _Request) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((request, future))
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush())
         return await future
@@ -116,7 +146,11 @@ class SqliteStore(MessageStore):
                             fut.set_exception(error)
                     continue
                 for (_, fut), result in zip(batch, results, strict=True):
-                    if not fut.done():
+                    if fut.done():
+                        continue
+                    if isinstance(result, ChatError):
+                        fut.set_exception(result)
+                    else:
                         fut.set_result(result)
         finally:
             self._flusher = None
@@ -124,49 +158,31 @@ class SqliteStore(MessageStore):
     def _room_row(self, db: sqlite3.Connection, room: str) -> list[Any]:
         row = self._rooms.get(room)
         if row is None:
-            row = [secrets.token_hex(8), 0]
+            row = [secrets.token_hex(8), 0, 0]
             db.execute("INSERT INTO rooms (name, epoch, last_seq) VALUES (?, ?, 0)", (room, row[0]))
             self._rooms[room] = row
         return row
 
-    def _write_batch(self, batch: list[_AppendRequest]) -> list[AppendResult]:
+    def _write_batch(self, batch: list[_Request]) -> list[AppendResult | ChangeResult | ChatError]:
         db = self._db
         assert db is not None
-        results: list[AppendResult] = []
-        touched: dict[str, int] = {}  # room -> its last seq before this batch
+        results: list[AppendResult | ChangeResult | ChatError] = []
+        touched: set[str] = set()
+        remembered: list[tuple[tuple[str, str, str], tuple[int, int]]] = []
         db.execute("BEGIN IMMEDIATE")
         try:
-            for room, user, text, client_id, ts in batch:
-                found = db.execute(
-                    "SELECT body FROM messages WHERE room = ? AND user_id = ? AND client_id = ?",
-                    (room, user["id"], client_id),
-                ).fetchone()
-                if found:
-                    results.append(AppendResult(orjson.loads(found[0]), created=False))
-                    continue
-                row = self._room_row(db, room)
-                seq = row[1] + 1
-                message = {
-                    "id": message_id(seq),
-                    "seq": seq,
-                    "room": room,
-                    "user": user,
-                    "text": text,
-                    "ts": ts,
-                    "client_id": client_id,
-                }
-                db.execute(
-                    "INSERT INTO messages (room, seq, user_id, client_id, body) VALUES (?, ?, ?, ?, ?)",
-                    (room, seq, user["id"], client_id, orjson.dumps(message)),
-                )
-                touched.setdefault(room, row[1])
-                row[1] = seq
-                results.append(AppendResult(message, created=True))
-            for room, before in touched.items():
-                last = self._rooms[room][1]
-                db.execute("UPDATE rooms SET last_seq = ? WHERE name = ?", (last, room))
-                if before // 100 != last // 100 and last > self._history_limit:  # trim every 100 messages
-                    db.execute("DELETE FROM messages WHERE room = ? AND seq <= ?", (room, last - self._history_limit))
+            for request in batch:
+                try:
+                    if isinstance(request, Change):
+                        results.append(self._write_change(db, request, remembered))
+                    else:
+                        results.append(self._write_message(db, *request))
+                    touched.add(request.room if isinstance(request, Change) else request[0])
+                except ChatError as exc:
+                    results.append(exc)
+            for room in touched:
+                _, last_seq, last_rev = self._rooms[room]
+                db.execute("UPDATE rooms SET last_seq = ?, last_rev = ? WHERE name = ?", (last_seq, last_rev, room))
             db.execute("COMMIT")
         except BaseException:
             try:
@@ -175,10 +191,81 @@ class SqliteStore(MessageStore):
                 pass  # a failed COMMIT has rolled back already
             self._reload_rooms(db)
             raise
+        for key, value in remembered:
+            self._change_ids[key] = value
+            if len(self._change_ids) > CHANGE_IDS:
+                self._change_ids.popitem(last=False)
         return results
 
+    def _write_message(
+        self,
+        db: sqlite3.Connection,
+        room: str,
+        user: dict[str, str],
+        text: str,
+        client_id: str,
+        ts: int,
+        reply_to: int | None,
+    ) -> AppendResult:
+        found = db.execute(
+            "SELECT body FROM messages WHERE room = ? AND user_id = ? AND client_id = ?",
+            (room, user["id"], client_id),
+        ).fetchone()
+        if found:
+            return AppendResult(orjson.loads(found[0]), created=False)
+        row = self._room_row(db, room)
+        if reply_to is not None and not 1 <= reply_to <= row[1]:
+            raise lifecycle.refusal("reply_to")
+        seq = row[1] + 1
+        message: Message = {
+            "id": message_id(seq),
+            "seq": seq,
+            "room": room,
+            "user": user,
+            "text": text,
+            "ts": ts,
+            "client_id": client_id,
+        }
+        if reply_to is not None:
+            message["reply_to"] = message_id(reply_to)
+        db.execute(
+            "INSERT INTO messages (room, seq, user_id, client_id, body) VALUES (?, ?, ?, ?, ?)",
+            (room, seq, user["id"], client_id, orjson.dumps(message)),
+        )
+        row[1] = seq
+        return AppendResult(message, created=True)
+
+    def _write_change(
+        self, db: sqlite3.Connection, change: Change, remembered: list[tuple[tuple[str, str, str], tuple[int, int]]]
+    ) -> ChangeResult:
+        key = (change.room, change.actor["id"], change.client_id)
+        seen = self._change_ids.get(key) or next((v for k, v in remembered if k == key), None)
+        found = db.execute("SELECT body FROM messages WHERE room = ? AND seq = ?", (change.room, change.seq)).fetchone()
+        if found is None:
+            raise lifecycle.refusal("not_found")
+        message = orjson.loads(found[0])
+        if seen is not None and seen[0] == change.seq:
+            return ChangeResult(lifecycle.update_event(message, change.kind, message.get("rev", 0)), created=False)
+        new = lifecycle.apply(message, change)
+        if new is None:
+            return ChangeResult(lifecycle.update_event(message, change.kind, message.get("rev", 0)), created=False)
+        row = self._rooms[change.room]
+        rev = row[2] + 1
+        new["rev"] = rev
+        db.execute(
+            "UPDATE messages SET body = ? WHERE room = ? AND seq = ?", (orjson.dumps(new), change.room, change.seq)
+        )
+        db.execute(
+            "INSERT INTO updates (room, rev, seq, kind, ts) VALUES (?, ?, ?, ?, ?)",
+            (change.room, rev, change.seq, change.kind, change.ts),
+        )
+        row[2] = rev
+        remembered.append((key, (change.seq, rev)))
+        return ChangeResult(lifecycle.update_event(new, change.kind, rev), created=True)
+
     def _reload_rooms(self, db: sqlite3.Connection) -> None:
-        self._rooms = {n: [e, s] for n, e, s in db.execute("SELECT name, epoch, last_seq FROM rooms")}
+        rows = db.execute("SELECT name, epoch, last_seq, last_rev FROM rooms")
+        self._rooms = {n: [e, s, r] for n, e, s, r in rows}
 
     # -- reads ----------------------------------------------------------------
 
@@ -189,8 +276,8 @@ class SqliteStore(MessageStore):
                 if not create:
                     return None
                 self._room_row(self._db, room)
-            epoch, last_seq = self._rooms[room]
-            return RoomInfo(epoch, last_seq)
+            epoch, last_seq, last_rev = self._rooms[room]
+            return RoomInfo(epoch, last_seq, last_rev)
 
         return await self._run(read)
 
@@ -215,6 +302,35 @@ class SqliteStore(MessageStore):
                 (room, after_seq, limit),
             ).fetchall()
             return [orjson.loads(r[0]) for r in rows]
+
+        return await self._run(read)
+
+    async def updates_after(self, room: str, after_rev: int, limit: int) -> list[Update]:
+        def read() -> list[Update]:
+            assert self._db is not None
+            rows = self._db.execute(
+                "SELECT u.rev, u.kind, m.body FROM updates u JOIN messages m ON m.room = u.room AND m.seq = u.seq"
+                " WHERE u.room = ? AND u.rev > ? ORDER BY u.rev LIMIT ?",
+                (room, after_rev, limit),
+            ).fetchall()
+            return [lifecycle.update_event(orjson.loads(body), kind, rev) for rev, kind, body in rows]
+
+        return await self._run(read)
+
+    async def changed_since(self, room: str, after_rev: int, upto_seq: int, limit: int) -> tuple[list[Update], bool]:
+        def read() -> tuple[list[Update], bool]:
+            assert self._db is not None
+            rows = self._db.execute(
+                "SELECT u.rev, u.kind, m.body FROM updates u JOIN messages m ON m.room = u.room AND m.seq = u.seq"
+                " WHERE u.room = ? AND u.rev > ? AND u.seq <= ?"
+                " AND u.rev = (SELECT MAX(rev) FROM updates l WHERE l.room = u.room AND l.seq = u.seq)"
+                " ORDER BY u.rev DESC LIMIT ?",
+                (room, after_rev, upto_seq, limit + 1),
+            ).fetchall()
+            kept = reversed(rows[:limit])
+            return [lifecycle.update_event(orjson.loads(body), kind, rev) for rev, kind, body in kept], len(
+                rows
+            ) > limit
 
         return await self._run(read)
 

@@ -24,7 +24,7 @@ class ListStore(MessageStore):
     async def ping(self) -> bool:
         return True
 
-    async def append(self, room, user, text, client_id, ts) -> AppendResult:  # type: ignore[override]
+    async def append(self, room, user, text, client_id, ts, reply_to=None) -> AppendResult:  # type: ignore[override]
         raise NotImplementedError
 
     async def room_info(self, room, create=True) -> RoomInfo | None:  # type: ignore[override]
@@ -38,6 +38,15 @@ class ListStore(MessageStore):
 
     async def rooms(self) -> list[str]:
         return ["r"]
+
+    async def change(self, change):  # type: ignore[override]
+        raise NotImplementedError
+
+    async def updates_after(self, room, after_rev, limit):  # type: ignore[override]
+        raise NotImplementedError
+
+    async def changed_since(self, room, after_rev, upto_seq, limit):  # type: ignore[override]
+        raise NotImplementedError
 
 
 def make(gap_wait: float = 0.01) -> tuple[Relay, ListStore, list[int]]:
