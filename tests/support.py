@@ -350,3 +350,14 @@ class LocalFleet:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def new_account(url: str, username: str | None = None, password: str = "correct horse battery") -> dict[str, Any]:
+    """Sign up a fresh account on a backend: ``{"user", "token"}`` of the sign-up answer."""
+    name = username or "u" + uuid.uuid4().hex[:10]
+    body = json.dumps({"username": name, "password": password}).encode()
+    req = urllib.request.Request(
+        url + "/api/auth/signup", data=body, method="POST", headers={"content-type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())

@@ -47,8 +47,8 @@ async def time_appends(store: RedisStore, redis_server) -> dict[str, float]:
 
 
 async def test_the_fleet_wide_limit_rides_in_the_append_script(redis_server):
-    plain = RedisStore(redis_server.url, 10_000, 3600)
-    limited = RedisStore(redis_server.url, 10_000, 3600, user_rate=(1e9, 10**9))
+    plain = RedisStore(redis_server.url, 3600)
+    limited = RedisStore(redis_server.url, 3600, user_rate=(1e9, 10**9))
     await plain.open()
     await limited.open()
     try:
@@ -57,7 +57,7 @@ async def test_the_fleet_wide_limit_rides_in_the_append_script(redis_server):
         without = await time_appends(plain, redis_server)
         with_limit = await time_appends(limited, redis_server)
 
-        tight = RedisStore(redis_server.url, 10_000, 3600, user_rate=(1.0, 3))
+        tight = RedisStore(redis_server.url, 3600, user_rate=(1.0, 3))
         await tight.open()
         room, user = "cost-" + uuid.uuid4().hex[:8], {"id": "tight:" + uuid.uuid4().hex, "name": "t"}
         accepted = 0

@@ -92,7 +92,9 @@ async def test_room_info_creates_rooms_with_a_stable_epoch(store):
 async def test_a_room_keeps_every_message_past_the_old_ten_thousand_cap(store):
     r = room()
     for start in range(0, 10_050, 250):
-        await asyncio.gather(*(store.append(r, ALICE, f"m{i}", f"c{i}", i) for i in range(start, min(start + 250, 10_050))))
+        await asyncio.gather(
+            *(store.append(r, ALICE, f"m{i}", f"c{i}", i) for i in range(start, min(start + 250, 10_050)))
+        )
     first, more = await store.latest(r, 5, before_seq=6)
     assert [m["seq"] for m in first] == [1, 2, 3, 4, 5] and not more
     kept = await store.after(r, 0, 20_000)
