@@ -113,7 +113,7 @@ async def test_a_delete_leaves_a_tombstone_for_everyone(urls, people):
 
 async def test_a_moderator_account_deletes_anyone_s_message_and_others_may_not(urls, people):
     r = room()
-    alice, bob = await pair(urls, people, r)
+    alice, _ = await pair(urls, people, r)
     sent = await alice.send(r, "spam spam spam")
     mod = new_account(urls[1], MODERATOR)
     moderator = await people(urls[1], MODERATOR, token=mod["token"])

@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
+import orjson
 import pytest
 
 from backend.lifecycle import Change
@@ -260,7 +261,10 @@ async def test_redis_moves_history_of_the_first_release_into_the_new_layout(redi
     await old.set(f"fc:{tag}:epoch", "e1")
     await old.set(f"fc:{tag}:seq", 2)
     for seq in (1, 2):
-        body = f'{{"id":"{seq:012d}","seq":{seq},"room":"{r}","user":{{"id":"anon:a","name":"a"}},"text":"old {seq}","ts":1,"client_id":"c{seq}"}}'
+        user = {"id": "anon:a", "name": "a"}
+        body = orjson.dumps(
+            {"id": f"{seq:012d}", "seq": seq, "room": r, "user": user, "text": f"old {seq}", "ts": 1, "client_id": "c"}
+        )
         await old.xadd(f"fc:{tag}:log", {"m": body}, id=f"{seq}-0")
     await old.aclose()
     s = RedisStore(redis_server.url, dedupe_ttl=3600)
