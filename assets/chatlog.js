@@ -81,3 +81,37 @@ export const typingText = (names) => {
 
 export const byName = (a, b) => a.toLowerCase().localeCompare(b.toLowerCase());
 
+
+export const isUpdate = (data) =>
+  !!data && typeof data === "object" && typeof data.room === "string" && Number.isInteger(data.rev) && isMessage(data.message);
+
+/** Index of the message with `id` in a log sorted by seq (ids are zero-padded seqs), or -1. */
+export const indexOf = (log, id) => {
+  const seq = Number.parseInt(id, 10);
+  let lo = 0;
+  let hi = log.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    if (log[mid].seq === seq) return log[mid].id === id ? mid : -1;
+    if (log[mid].seq < seq) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return -1;
+};
+
+/** A message's new state (an edit, a delete, a reaction) put into a log; returns [log, changed].
+ * A state older than the one held (a lower `rev`) changes nothing, so updates may arrive twice. */
+export const applyState = (log, state) => {
+  if (!isMessage(state)) return [log, false];
+  const at = indexOf(log, state.id);
+  if (at < 0 || (log[at].rev ?? 0) >= (state.rev ?? 0)) return [log, false];
+  const next = log.slice();
+  next[at] = state;
+  return [next, true];
+};
+
+/** A message's reactions as chips: [{emoji, count, mine}], in the order they were first given. */
+export const reactionList = (message, me) =>
+  Object.entries(message?.reactions ?? {})
+    .filter(([, users]) => Array.isArray(users) && users.length > 0)
+    .map(([emoji, users]) => ({ emoji, count: users.length, mine: users.includes(me) }));

@@ -11,20 +11,29 @@
 // client_id, older pages fetched), so a drop at any point loses nothing. The
 // tab's state lives in sessionStorage: a reload is the same user, same rooms,
 // same unsent messages, and resumes where it was.
+//
+// A message can change after it is sent (edited, deleted, reacted to): the
+// backend sends `update` events with its new state, numbered per room by
+// `rev`; the tab keeps the last rev it applied and resumes with it, so a
+// change made while it was away arrives in the join ack's `updates`.
 
 import { useEffect, useSyncExternalStore } from "react";
 import { io } from "socket.io-client";
 import { toast } from "sonner";
 import {
+  applyState,
   backoff,
   byName,
   cleanName,
   clock,
+  indexOf,
   isMessage,
   isPrintable,
+  isUpdate,
   mentions,
   merge,
   randomKey,
+  reactionList,
   sleep,
   typingText,
 } from "./chatlog.js";
@@ -51,6 +60,9 @@ const RETRY_AFTER_MS = 1000;
 // Errors after which resending the same message cannot succeed.
 const FINAL_ERRORS = new Set(["bad_request", "too_large", "unauthorized", "forbidden"]);
 const STORE_KEY = "fleetchat.tab";
+// What the hover bar offers as one-click reactions.
+export const QUICK_REACTIONS = ["👍", "❤️", "😂", "🎉", "👀", "✅"];
+const QUOTE_CHARS = 90;
 // The signed-in account, shared by every tab of the browser and kept across restarts.
 const AUTH_KEY = "fleetchat.auth";
 const LOGS_KEY = "fleetchat.logs";
@@ -75,8 +87,13 @@ class ChatEngine {
       unread: {},
       epochs: {},
       more: {},
+      revs: {}, // room -> the last update rev applied
     };
     this.logs = {};
+    this.you = null; // the user object the backend knows this tab as (the join ack's `you`)
+    this.moderator = false;
+    this.editing = ""; // id of the message being edited in the current room
+    this.replyTo = ""; // id of the message the next one answers
     this.members = {};
     this.typing = {};
     this.directoryRaw = [];
@@ -126,7 +143,11 @@ class ChatEngine {
   /** Chat as `who` from now on; another identity than before starts from a clean slate. */
   become(who, name) {
     if (who !== this.s.who) {
-      this.s = { ...this.s, who, name, joined: [], outbox: [], unread: {}, epochs: {}, more: {} };
+      this.s = { ...this.s, who, name, joined: [], outbox: [], unread: {}, epochs: {}, more: {}, revs: {} };
+      this.you = null;
+      this.moderator = false;
+      this.editing = "";
+      this.replyTo = "";
       this.logs = {};
       this.members = {};
       this.typing = {};
@@ -176,22 +197,57 @@ class ChatEngine {
     });
   }
 
+  /** Who this tab is, as the backend names users in messages and reactions. */
+  myId() {
+    return this.you?.id ?? (this.auth ? this.auth.user.id : `anon:${this.s.name.toLowerCase()}`);
+  }
+
+  find(room, id) {
+    const log = this.logs[room] ?? [];
+    const at = id ? indexOf(log, id) : -1;
+    return at < 0 ? null : log[at];
+  }
+
+  quote(room, id) {
+    const target = this.find(room, id);
+    if (target === null) return { user: "", text: "an earlier message" };
+    const text = target.deleted ? "message deleted" : target.text.replace(/\s+/g, " ");
+    return {
+      user: String(target.user?.name ?? "?"),
+      text: text.length > QUOTE_CHARS ? `${text.slice(0, QUOTE_CHARS)}…` : text,
+    };
+  }
+
   line(message) {
     let line = this.lineCache.get(message);
     if (line === undefined) {
       const clientId = String(message.client_id ?? "");
+      const deleted = message.deleted === true;
+      const mine = message.user?.id === this.myId();
+      const reply = message.reply_to ? this.quote(message.room, message.reply_to) : { user: "", text: "" };
       line = {
         key: message.id,
+        id: message.id,
         user: String(message.user?.name ?? "?"),
-        text: message.text,
+        text: deleted ? "message deleted" : message.text,
         time: clock(message.ts),
         own: !!this.s.tabKey && clientId.startsWith(this.s.tabKey),
-        mention: mentions(message.text, this.s.name),
+        mention: !deleted && mentions(message.text, this.s.name),
         pending: false,
         guest: message.user?.guest === true,
+        edited: !deleted && Number.isInteger(message.edited_ts),
+        deleted,
+        reactions: deleted ? [] : reactionList(message, this.myId()),
+        has_reply: !!message.reply_to,
+        reply_user: reply.user,
+        reply_text: reply.text,
+        can_edit: mine && !deleted,
+        can_delete: (mine || this.moderator) && !deleted,
+        editing: false,
       };
       this.lineCache.set(message, line);
     }
+    if (line.id === this.editing && !line.deleted) return { ...line, editing: true };
     return line;
   }
 
@@ -203,11 +259,13 @@ class ChatEngine {
     const sent = new Set(visible.map((m) => m.client_id));
     const lines = visible.map((m) => this.line(m));
     for (const item of this.s.outbox) {
-      if (item.room === room && !sent.has(item.client_id)) {
+      if (item.room === room && !item.kind && !sent.has(item.client_id)) {
         let line = this.lineCache.get(item);
         if (line === undefined) {
+          const reply = item.reply_to ? this.quote(room, item.reply_to) : { user: "", text: "" };
           line = {
             key: item.client_id,
+            id: "",
             user: this.s.name,
             text: item.text,
             time: "",
@@ -215,6 +273,15 @@ class ChatEngine {
             mention: false,
             pending: true,
             guest: !this.auth,
+            edited: false,
+            deleted: false,
+            reactions: [],
+            has_reply: !!item.reply_to,
+            reply_user: reply.user,
+            reply_text: reply.text,
+            can_edit: false,
+            can_delete: false,
+            editing: false,
           };
           this.lineCache.set(item, line);
         }
@@ -249,6 +316,7 @@ class ChatEngine {
         current: name === room,
       }))
       .sort((a, b) => Number(b.joined) - Number(a.joined) || byName(a.name, b.name));
+    const replying = this.replyTo ? this.quote(room, this.replyTo) : null;
     const previous = this.view;
     const same = (key, value) => (previous && JSON.stringify(previous[key]) === JSON.stringify(value) ? previous[key] : value);
     return {
@@ -272,6 +340,8 @@ class ChatEngine {
       has_older: !!this.s.more[room] || log.length > shown,
       loading_older: this.olderWanted.size > 0,
       sidebar_open: this.sidebarOpen,
+      replying: replying ? `${replying.user ? `${replying.user}: ` : ""}${replying.text}` : "",
+      editing: this.editing,
     };
   }
 
@@ -380,6 +450,10 @@ class ChatEngine {
       this.s.joined = [...this.s.joined, room];
       if (this.conn) this.conn.directoryAt = 0; // a new room: refresh the directory now
     }
+    if (this.s.room !== room) {
+      this.editing = "";
+      this.replyTo = "";
+    }
     this.s.room = room;
     delete this.s.unread[room];
     this.save();
@@ -390,7 +464,9 @@ class ChatEngine {
   leaveRoom(room) {
     if (!this.s.joined.includes(room) || this.s.joined.length === 1) return;
     this.s.joined = this.s.joined.filter((r) => r !== room);
-    for (const perRoom of [this.logs, this.s.epochs, this.s.more, this.members, this.typing, this.s.unread]) delete perRoom[room];
+    for (const perRoom of [this.logs, this.s.epochs, this.s.more, this.s.revs, this.members, this.typing, this.s.unread]) {
+      delete perRoom[room];
+    }
     this.s.outbox = this.s.outbox.filter((item) => item.room !== room);
     if (this.s.room === room) {
       this.s.room = this.s.joined[0];
@@ -405,10 +481,76 @@ class ChatEngine {
     const text = String(form?.text ?? "");
     if (!text.trim() || !this.s.room) return;
     this.sendError = "";
-    this.s.outbox = [...this.s.outbox, { room: this.s.room, text, client_id: `${this.s.tabKey}-${randomKey(16)}` }];
+    const item = { room: this.s.room, text, client_id: this.clientId() };
+    if (this.replyTo) item.reply_to = this.replyTo;
+    this.replyTo = "";
+    this.queue(item);
+  }
+
+  clientId() {
+    return `${this.s.tabKey}-${randomKey(16)}`;
+  }
+
+  /** Queue something to send: a message, or a change to one (sent in order, each until acked). */
+  queue(item) {
+    this.s.outbox = [...this.s.outbox, item];
     this.save();
     this.changed();
     this.poke();
+  }
+
+  startReply(id) {
+    if (!this.find(this.s.room, id)) return;
+    this.replyTo = id;
+    this.editing = "";
+    this.changed();
+    if (typeof document !== "undefined") document.getElementById("message-input")?.focus();
+  }
+
+  cancelReply() {
+    this.replyTo = "";
+    this.changed();
+  }
+
+  startEdit(id) {
+    const message = this.find(this.s.room, id);
+    if (!message || message.deleted || message.user?.id !== this.myId()) return;
+    this.editing = id;
+    this.replyTo = "";
+    this.changed();
+  }
+
+  cancelEdit() {
+    this.editing = "";
+    this.changed();
+  }
+
+  saveEdit(form) {
+    const id = this.editing;
+    const text = String(form?.text ?? "");
+    this.editing = "";
+    const message = this.find(this.s.room, id);
+    if (!message || !text.trim() || text === message.text) {
+      this.changed();
+      return;
+    }
+    this.queue({ kind: "edit", room: this.s.room, id, text, client_id: this.clientId() });
+  }
+
+  /** Delete a message (asks first: a deleted message cannot come back). */
+  remove(id) {
+    if (!this.find(this.s.room, id)) return;
+    if (typeof window !== "undefined" && !window.confirm("Delete this message for everyone?")) return;
+    if (this.editing === id) this.editing = "";
+    this.queue({ kind: "delete", room: this.s.room, id, client_id: this.clientId() });
+  }
+
+  /** Add this reaction, or take it back when it is already mine. */
+  react(id, emoji) {
+    const message = this.find(this.s.room, id);
+    if (!message || message.deleted) return;
+    const on = !(message.reactions?.[emoji] ?? []).includes(this.myId());
+    this.queue({ kind: "react", room: this.s.room, id, emoji, on, client_id: this.clientId() });
   }
 
   keyed() {
@@ -595,6 +737,7 @@ class ChatEngine {
     conn.down.catch(() => {});
     this.conn = conn;
     socket.on("message", (data) => this.onMessage(conn, data));
+    socket.on("update", (data) => this.onUpdate(data));
     socket.on("presence", (data) => this.onPresence(data));
     socket.on("typing", (data) => this.onTyping(data));
     socket.on("notification", (data) => this.onNotification(data));
@@ -630,7 +773,10 @@ class ChatEngine {
       if (conn.inRooms.has(room)) continue;
       const request = { room };
       const log = this.logs[room];
-      if (log?.length) request.since = log[log.length - 1].id;
+      if (log?.length) {
+        request.since = log[log.length - 1].id;
+        request.rev = this.s.revs[room] ?? 0;
+      }
       const ack = await this.call(conn, "join", request);
       if (ack.ok) {
         conn.inRooms.add(room);
@@ -673,10 +819,27 @@ class ChatEngine {
       // The room's stored history was lost: ids from before no longer apply.
       this.logs[room] = [];
     }
+    if (ack.updates_truncated) {
+      // Too much changed while away to patch: start again from what the server holds.
+      this.logs[room] = [];
+      this.s.more[room] = true;
+    }
     this.s.epochs[room] = epoch;
     if (!(room in this.s.more)) this.s.more[room] = history.length >= HISTORY_PAGE;
     this.logs[room] = merge(this.logs[room] ?? [], history)[0];
+    for (const update of Array.isArray(ack.updates) ? ack.updates : []) {
+      if (isUpdate(update)) this.logs[room] = applyState(this.logs[room], update.message)[0];
+    }
+    if (Number.isInteger(ack.rev)) this.s.revs[room] = Math.max(this.s.revs[room] ?? 0, ack.rev);
     if (Array.isArray(ack.members)) this.members[room] = ack.members;
+    if (ack.you && typeof ack.you.id === "string" && ack.you.id !== this.you?.id) {
+      this.you = ack.you;
+      this.lineCache = new WeakMap();
+    }
+    if (!!ack.moderator !== this.moderator) {
+      this.moderator = !!ack.moderator;
+      this.lineCache = new WeakMap();
+    }
     this.save();
   }
 
@@ -686,21 +849,26 @@ class ChatEngine {
     for (;;) {
       const item = this.s.outbox.find((i) => conn.inRooms.has(i.room));
       if (item === undefined) return false;
-      const ack = await this.call(conn, "message", { room: item.room, text: item.text, client_id: item.client_id });
-      if (ack.ok || FINAL_ERRORS.has(ack.error)) {
+      const { kind, ...payload } = item;
+      const ack = await this.call(conn, kind ?? "message", payload);
+      const final = ack.ok || FINAL_ERRORS.has(ack.error) || (kind && ack.error === "not_found");
+      if (final) {
         this.s.outbox = this.s.outbox.filter((i) => i.client_id !== item.client_id);
         this.save();
       }
-      if (ack.ok && typeof ack.id === "string" && Number.isInteger(ack.seq)) {
+      if (ack.ok && kind) {
+        // The change's new state, from the ack: the update event may come later.
+        this.applyUpdate({ room: item.room, rev: ack.rev, message: ack.message });
+      } else if (ack.ok && typeof ack.id === "string" && Number.isInteger(ack.seq)) {
         // Show it from the ack: the broadcast may be lost; dedupe by id.
-        const user = this.auth ? { ...this.auth.user } : { name: this.s.name, guest: true };
-        this.applyMessage({ ...item, id: ack.id, seq: ack.seq, ts: ack.ts, user });
+        const user = this.you ?? (this.auth ? { ...this.auth.user } : { name: this.s.name, guest: true });
+        this.applyMessage({ ...payload, id: ack.id, seq: ack.seq, ts: ack.ts, user });
       } else if (!ack.ok) {
-        this.sendError = `Not sent: ${ack.detail ?? ack.error}`;
+        this.sendError = `${kind ? "Not changed" : "Not sent"}: ${ack.detail ?? ack.error}`;
       }
       this.changed();
       // Rate limited or unavailable: it stays queued for a retry.
-      if (!ack.ok && !FINAL_ERRORS.has(ack.error)) return true;
+      if (!final) return true;
     }
   }
 
@@ -726,6 +894,30 @@ class ChatEngine {
     if (!isMessage(data)) return;
     const skipped = this.applyMessage(data);
     if (skipped) this.fetchGap(conn, data.room, data.id, skipped);
+  }
+
+  /** A message's new state: live from the room, or from the ack of this tab's own change. */
+  applyUpdate(update) {
+    if (!isUpdate(update) || !this.s.joined.includes(update.room)) return;
+    const room = update.room;
+    const [log, changed] = applyState(this.logs[room] ?? [], update.message);
+    if (changed) {
+      this.logs[room] = log;
+      // Replies quote it: they show its new text (or that it was deleted) too.
+      for (const message of log) if (message.reply_to === update.message.id) this.lineCache.delete(message);
+      if (this.editing === update.message.id && update.message.deleted) this.editing = "";
+      this.changed();
+    }
+  }
+
+  onUpdate(data) {
+    if (!isUpdate(data)) return;
+    this.applyUpdate(data);
+    // Live updates arrive in rev order without gaps, so the newest one is how far the tab is.
+    if (this.s.joined.includes(data.room) && data.rev > (this.s.revs[data.room] ?? 0)) {
+      this.s.revs[data.room] = data.rev;
+      this.save();
+    }
   }
 
   async fetchGap(conn, room, before, count) {

@@ -267,6 +267,9 @@ class Chat:
             if more:
                 ack["updates_truncated"] = True
         ack["members"] = await self._store_call(self.presence.members(room))
+        ack["you"] = conn.user
+        if self._moderates(conn.user):
+            ack["moderator"] = True
         return ack
 
     async def _join_room(
@@ -399,6 +402,11 @@ class Chat:
         req = parse(ReactRequest, data)
         conn = self._member_sending(sid, req.room)
         return await self.change(conn.user, req.room, req.id, "reaction", req.client_id, emoji=req.emoji, on=req.on)
+
+    def _moderates(self, user: User) -> bool:
+        """A moderator (``CHAT_MODERATORS``) may delete anyone's message; guests never are."""
+        username = user.get("username")
+        return isinstance(username, str) and username.casefold() in self.settings.moderator_set
 
     def _member_sending(self, sid: str, room: str) -> Connection:
         """A member of ``room`` within its connection's message rate (changes count as sends)."""

@@ -26,6 +26,8 @@ ENGINE = "$/public/fleetchat.js"
 MAX_NAME = 32
 MAX_ROOM = 64
 MAX_TEXT = 4000
+QUICK_REACTIONS = ["👍", "❤️", "😂", "🎉", "👀", "✅"]
+"""The one-click reactions of a message's action bar (as in assets/fleetchat.js)."""
 
 
 def backend_urls() -> list[str]:
@@ -40,17 +42,37 @@ def backend_urls() -> list[str]:
 
 
 @dataclasses.dataclass
+class Reaction:
+    """One emoji under a message: how many gave it, and whether this user did."""
+
+    emoji: str
+    count: int
+    mine: bool
+
+
+@dataclasses.dataclass
 class ChatLine:
     """One message as the page shows it (built by the engine)."""
 
     key: str
+    id: str
     user: str
     text: str
+    """"message deleted" for a tombstone."""
     time: str
     own: bool
     mention: bool
     pending: bool
     guest: bool
+    edited: bool
+    deleted: bool
+    reactions: list[Reaction]
+    has_reply: bool
+    reply_user: str
+    reply_text: str
+    can_edit: bool
+    can_delete: bool
+    editing: bool
 
 
 @dataclasses.dataclass
@@ -144,3 +166,5 @@ directory = field("directory", list[RoomInfo])
 has_older = field("has_older", bool)
 loading_older = field("loading_older", bool)
 sidebar_open = field("sidebar_open", bool)
+replying = field("replying", str)
+"""The message the next one answers, as "name: text", or empty."""

@@ -11,6 +11,82 @@ from frontend import chat
 TEXT_STYLE = {"white_space": "pre-wrap", "overflow_wrap": "anywhere", "word_break": "break-word"}
 
 
+def action_bar(line: rx.Var[chat.ChatLine]) -> rx.Component:
+    """Reply, react, edit, delete: shown while the pointer is on the message (or it has focus)."""
+    icon = {"variant": "ghost", "size": "1", "color_scheme": "gray"}
+    return rx.hstack(
+        rx.foreach(
+            chat.QUICK_REACTIONS,
+            lambda emoji: rx.button(
+                emoji,
+                on_click=chat.action("react", line.id, emoji),
+                title="React with " + emoji,
+                class_name="msg-react",
+                **icon,
+            ),
+        ),
+        rx.button("Reply", on_click=chat.action("startReply", line.id), class_name="msg-reply", **icon),
+        rx.cond(
+            line.can_edit, rx.button("Edit", on_click=chat.action("startEdit", line.id), class_name="msg-edit", **icon)
+        ),
+        rx.cond(
+            line.can_delete,
+            rx.button(
+                "Delete",
+                on_click=chat.action("remove", line.id),
+                class_name="msg-delete",
+                **(icon | {"color_scheme": "red"}),
+            ),
+        ),
+        class_name="msg-actions",
+        spacing="1",
+        wrap="wrap",
+    )
+
+
+def reactions(line: rx.Var[chat.ChatLine]) -> rx.Component:
+    return rx.hstack(
+        rx.foreach(
+            line.reactions,
+            lambda r: rx.button(
+                r.emoji + " " + r.count.to_string(),
+                on_click=chat.action("react", line.id, r.emoji),
+                variant=rx.cond(r.mine, "solid", "soft"),
+                size="1",
+                radius="full",
+                class_name=rx.cond(r.mine, "msg-reaction mine", "msg-reaction"),
+                data_emoji=r.emoji,
+            ),
+        ),
+        spacing="1",
+        wrap="wrap",
+    )
+
+
+def edit_form(line: rx.Var[chat.ChatLine]) -> rx.Component:
+    return rx.form(
+        rx.hstack(
+            rx.input(
+                id="edit-input",
+                name="text",
+                default_value=line.text,
+                auto_focus=True,
+                max_length=chat.MAX_TEXT,
+                auto_complete="off",
+                size="2",
+                flex="1",
+            ),
+            rx.button("Save", id="edit-save", type="submit", size="2"),
+            rx.button(
+                "Cancel", id="edit-cancel", type="button", variant="soft", size="2", on_click=chat.action("cancelEdit")
+            ),
+            width="100%",
+        ),
+        on_submit=chat.action("saveEdit", FORM_DATA),
+        width="min(80vw, 560px)",
+    )
+
+
 @rx.memo
 def message_line(line: rx.Var[chat.ChatLine], rest: rx.RestProp) -> rx.Component:
     """One message. Memoized: a new message renders one line, not the whole list."""
@@ -19,12 +95,41 @@ def message_line(line: rx.Var[chat.ChatLine], rest: rx.RestProp) -> rx.Component
             rx.text(line.user, size="1", weight="bold", class_name="msg-user", style=TEXT_STYLE),
             rx.cond(line.guest, rx.text("guest", size="1", color_scheme="gray", class_name="msg-guest")),
             rx.text(rx.cond(line.pending, "sending…", line.time), size="1", color_scheme="gray", class_name="msg-time"),
+            rx.cond(line.edited, rx.text("(edited)", size="1", color_scheme="gray", class_name="msg-edited")),
             spacing="2",
             align="baseline",
         ),
-        rx.text(line.text, size="3", class_name="msg-text", style=TEXT_STYLE),
+        rx.cond(
+            line.has_reply,
+            rx.text(
+                "↪ ",
+                rx.cond(line.reply_user != "", rx.el.strong(line.reply_user + " ")),
+                line.reply_text,
+                size="1",
+                color_scheme="gray",
+                class_name="msg-quote",
+                style=TEXT_STYLE,
+            ),
+        ),
+        rx.cond(
+            line.editing,
+            edit_form(line),
+            rx.text(
+                line.text,
+                size="3",
+                class_name=rx.cond(line.deleted, "msg-text msg-deleted", "msg-text"),
+                style=TEXT_STYLE,
+                color=rx.cond(line.deleted, "var(--gray-10)", "inherit"),
+                font_style=rx.cond(line.deleted, "italic", "normal"),
+            ),
+        ),
+        rx.cond(line.reactions.length() > 0, reactions(line)),
+        rx.cond(~line.pending & ~line.deleted & ~line.editing, action_bar(line)),
         class_name=rx.cond(line.own, "msg msg-own", "msg"),
         data_key=line.key,
+        data_id=line.id,
+        tab_index=0,
+        position="relative",
         padding="6px 10px",
         border_radius="12px",
         max_width="min(80%, 640px)",
@@ -78,8 +183,29 @@ def typing_line() -> rx.Component:
     return rx.text(chat.typing_text, id="typing", size="1", color_scheme="gray", height="1.4em", padding_x="12px")
 
 
+def reply_banner() -> rx.Component:
+    return rx.cond(
+        chat.replying != "",
+        rx.hstack(
+            rx.text(
+                "Replying to ",
+                rx.el.span(chat.replying, id="replying-to"),
+                size="1",
+                color_scheme="gray",
+                style=TEXT_STYLE,
+            ),
+            rx.button(
+                "✕", id="cancel-reply", type="button", variant="ghost", size="1", on_click=chat.action("cancelReply")
+            ),
+            justify="between",
+            width="100%",
+        ),
+    )
+
+
 def composer() -> rx.Component:
     return rx.form(
+        reply_banner(),
         rx.hstack(
             rx.input(
                 id="message-input",

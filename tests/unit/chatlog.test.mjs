@@ -3,7 +3,20 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { LOG_CAP, backoff, clock, cleanName, isPrintable, mentions, merge, typingText } from "../../assets/chatlog.js";
+import {
+  LOG_CAP,
+  applyState,
+  backoff,
+  clock,
+  cleanName,
+  indexOf,
+  isPrintable,
+  isUpdate,
+  mentions,
+  merge,
+  reactionList,
+  typingText,
+} from "../../assets/chatlog.js";
 
 const msg = (seq, extra = {}) => ({ id: `m${String(seq).padStart(4, "0")}`, seq, room: "r", text: `t${seq}`, user: { name: "u" }, ...extra });
 
@@ -69,4 +82,42 @@ test("the typing line names up to three people", () => {
 
 test("reconnects back off from 250 ms to at most 4 s", () => {
   assert.deepEqual([1, 2, 3, 4, 5, 9].map(backoff), [250, 500, 1000, 2000, 4000, 4000]);
+});
+
+const real = (seq, extra = {}) => ({ ...msg(seq), id: String(seq).padStart(12, "0"), ...extra });
+
+test("indexOf finds a message by id in a log with holes, and nothing that is not there", () => {
+  const log = [real(1), real(2), real(5), real(9)];
+  assert.equal(indexOf(log, "000000000005"), 2);
+  assert.equal(indexOf(log, "000000000009"), 3);
+  assert.equal(indexOf(log, "000000000003"), -1);
+  assert.equal(indexOf([], "000000000001"), -1);
+});
+
+test("applyState puts a newer state in place and ignores an older or unknown one", () => {
+  const log = [real(1), real(2, { rev: 3, text: "v3" })];
+  const [edited, changed] = applyState(log, real(2, { rev: 4, text: "v4" }));
+  assert.ok(changed);
+  assert.equal(edited[1].text, "v4");
+  assert.equal(log[1].text, "v3", "the log it was given is not changed in place");
+  assert.deepEqual(applyState(edited, real(2, { rev: 4, text: "again" })), [edited, false]);
+  assert.deepEqual(applyState(edited, real(2, { rev: 2, text: "stale" })), [edited, false]);
+  assert.deepEqual(applyState(edited, real(7, { rev: 9 })), [edited, false]);
+  assert.deepEqual(applyState(edited, { id: "000000000001" }), [edited, false]);
+});
+
+test("reactionList counts each emoji and says which ones are mine", () => {
+  const message = real(1, { reactions: { "👍": ["a", "b"], "🎉": ["b"], "x": [] } });
+  assert.deepEqual(reactionList(message, "a"), [
+    { emoji: "👍", count: 2, mine: true },
+    { emoji: "🎉", count: 1, mine: false },
+  ]);
+  assert.deepEqual(reactionList(real(2), "a"), []);
+});
+
+test("isUpdate accepts an update event and refuses anything else", () => {
+  assert.ok(isUpdate({ room: "r", id: "000000000001", kind: "edit", rev: 1, message: real(1) }));
+  assert.ok(!isUpdate({ room: "r", rev: "1", message: real(1) }));
+  assert.ok(!isUpdate({ room: "r", rev: 1, message: { id: 1 } }));
+  assert.ok(!isUpdate(null));
 });
