@@ -738,6 +738,7 @@ class ChatEngine {
     this.conn = conn;
     socket.on("message", (data) => this.onMessage(conn, data));
     socket.on("update", (data) => this.onUpdate(data));
+    socket.on("epoch", (data) => this.onEpoch(data));
     socket.on("presence", (data) => this.onPresence(data));
     socket.on("typing", (data) => this.onTyping(data));
     socket.on("notification", (data) => this.onNotification(data));
@@ -908,6 +909,21 @@ class ChatEngine {
       if (this.editing === update.message.id && update.message.deleted) this.editing = "";
       this.changed();
     }
+  }
+
+  /** The room's stored history was lost and began again: what the tab holds no longer
+   * applies; the backend now sends the new history from its first message. */
+  onEpoch(data) {
+    const room = data?.room;
+    if (!this.s.joined.includes(room) || typeof data.epoch !== "string" || this.s.epochs[room] === data.epoch) return;
+    this.s.epochs[room] = data.epoch;
+    this.logs[room] = [];
+    this.s.revs[room] = 0;
+    this.s.more[room] = false;
+    this.editing = "";
+    this.replyTo = "";
+    this.save();
+    this.changed();
   }
 
   onUpdate(data) {

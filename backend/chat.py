@@ -81,8 +81,11 @@ class Chat:
         self.presence = presence
         self.sio = sio
         self.metrics = metrics
-        self.relay = Relay(store, self._deliver)
-        self.updates = Relay(store, self._deliver_update, stream="updates")
+        self.relay = Relay(store, self._deliver, on_regress=self._regressed)
+        self.updates = Relay(store, self._deliver_update, stream="updates", on_regress=self._regressed)
+        self._epochs: dict[str, str] = {}
+        """The epoch of each room with a local listener: when the store's differs, its
+        history was lost and began again, and the relays start over (``_new_epoch``)."""
         self._early_updates: dict[str, list[Update]] = {}
         """Updates to messages this instance has not delivered yet (their message is
         still in a relay gap): sent right after their message."""
@@ -197,11 +200,14 @@ class Chat:
         for subscriber in tuple(self._subscribers.get(room, ())):
             subscriber("update", update)
 
-    def _listen(self, room: str, last_seq: int, last_rev: int) -> tuple[int, int]:
+    def _listen(self, room: str, info: RoomInfo) -> tuple[int, int]:
         """A local listener arrives; returns the seq and rev live delivery continues after."""
         self._listeners[room] += 1
-        self.relay.track(room, last_seq)
-        self.updates.track(room, last_rev)
+        known = self._epochs.setdefault(room, info.epoch)
+        if known != info.epoch:
+            self._new_epoch(room, info.epoch)
+        self.relay.track(room, info.last_seq)
+        self.updates.track(room, info.last_rev)
         self.metrics.rooms.set(len(self._listeners))
         return self.relay.last(room), self.updates.last(room)
 
@@ -212,10 +218,49 @@ class Chat:
             self.relay.untrack(room)
             self.updates.untrack(room)
             self._early_updates.pop(room, None)
+            self._epochs.pop(room, None)
         self.metrics.rooms.set(len(self._listeners))
 
+    def _new_epoch(self, room: str, epoch: str) -> None:
+        """The room's stored history was lost and began again (Redis came back empty):
+        tell its listeners that ids from before no longer apply, then relay the new
+        history from its first message, so every message acknowledged since is delivered."""
+        log.warning("room %s has a new epoch %s (its stored history was lost): relaying from seq 1", room, epoch)
+        self._epochs[room] = epoch
+        self.relay.reset(room)
+        self.updates.reset(room)
+        self._early_updates.pop(room, None)
+        event = {"room": room, "epoch": epoch}
+        self.fanout.emit(room, "epoch", event)
+        for subscriber in tuple(self._subscribers.get(room, ())):
+            subscriber("epoch", event)
+
+    def _regressed(self, room: str) -> None:
+        """A relay found the store behind what it delivered: part of the room's history
+        was lost (a Redis that came back from an older copy). Begin a new epoch."""
+        task = asyncio.get_running_loop().create_task(self._renew_epoch(room))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _renew_epoch(self, room: str) -> None:
+        known = self._epochs.get(room)
+        if known is None:
+            return
+        try:
+            epoch = await self.store.renew_epoch(room, known)
+        except StoreUnavailable as exc:
+            log.warning("new epoch of %s not started yet: %s", room, exc)
+            return
+        if room in self._epochs and self._epochs[room] != epoch:
+            self._new_epoch(room, epoch)
+
     async def sweep(self) -> None:
-        """Catch up every room whose store is ahead of what was relayed, messages and updates."""
+        """Catch up every room whose store is ahead of what was relayed, messages and
+        updates, after starting over in any room whose history began again."""
+        rooms = list(self._epochs)
+        for room, epoch in zip(rooms, await self.store.epochs(rooms), strict=True):
+            if epoch is not None and self._epochs.get(room, epoch) != epoch:
+                self._new_epoch(room, epoch)
         await self.relay.sweep()
         await self.updates.sweep()
 
@@ -278,9 +323,11 @@ class Chat:
         """Enter ``room`` for a listener; history up to where live delivery takes over,
         and the seq and update rev it takes over after."""
         if rejoin:
+            if self._epochs.get(room, info.epoch) != info.epoch:
+                self._new_epoch(room, info.epoch)
             upto, upto_rev = self.relay.last(room), self.updates.last(room)
         else:
-            upto, upto_rev = self._listen(room, info.last_seq, info.last_rev)
+            upto, upto_rev = self._listen(room, info)
         conn.rooms.add(room)
         if since is not None and seq_of(since) <= upto:
             history = await self._store_call(self.store.after(room, seq_of(since), self.settings.history_limit))

@@ -38,9 +38,11 @@ class Relay:
         deliver: Deliver,
         gap_wait: float = 0.05,
         stream: Literal["messages", "updates"] = "messages",
+        on_regress: Callable[[str], None] | None = None,
     ) -> None:
         self._store = store
         self._deliver = deliver
+        self._on_regress = on_regress
         self._key = "seq" if stream == "messages" else "rev"
         self._fetch = store.after if stream == "messages" else store.updates_after
         self._newest = store.last_seqs if stream == "messages" else store.last_revs
@@ -55,6 +57,12 @@ class Relay:
     def track(self, room: str, last_seq: int) -> None:
         """Start relaying ``room`` after ``last_seq`` (what a joiner got as history)."""
         if room not in self._last:
+            self._last[room] = last_seq
+
+    def reset(self, room: str, last_seq: int = 0) -> None:
+        """The room's history began again (a new epoch): relay it from ``last_seq`` on."""
+        if room in self._last:
+            self.untrack(room)
             self._last[room] = last_seq
 
     def untrack(self, room: str) -> None:
@@ -163,9 +171,12 @@ class Relay:
                 continue
             # Compare with what was delivered before asking: messages relayed
             # while the read was in flight make ``seq < last`` without any loss.
-            if seq < before:  # history was lost (Redis flushed): start over
-                log.warning("relay: %s went back from seq %d to %d; history was reset", room, last, seq)
-                self._last[room] = seq
-                self._held.pop(room, None)
+            if seq < before:  # history was lost (Redis flushed, or came back from a stale copy)
+                log.warning("relay: %s went back from %s %d to %d; history was lost", room, self._key, last, seq)
+                if self._on_regress is not None:
+                    self._on_regress(room)  # a new epoch: the relay is reset from there
+                else:
+                    self._last[room] = seq
+                    self._held.pop(room, None)
             elif seq > last:
                 self._schedule_fill(room, 0)

@@ -117,6 +117,12 @@ class RedisServer:
             self.proc.kill()
             self.proc.wait()
 
+    def wipe(self) -> None:
+        """Kill it and lose its files: it comes back empty, like a Redis that keeps nothing on disk."""
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        os.makedirs(self.dir)
+
     def stop(self) -> None:
         self.kill()
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -105,6 +105,18 @@ class MessageStore(abc.ABC):
         changed after ``after_rev``, in rev order, at most ``limit`` (the newest), and
         whether there were more (the client then reloads instead of patching)."""
 
+    async def epochs(self, rooms: list[str]) -> list[str | None]:
+        """Each room's epoch (None for a room the store does not have): a change means
+        its history was lost (Redis restarted empty) and began again."""
+        infos = [await self.room_info(r, create=False) for r in rooms]
+        return [i.epoch if i else None for i in infos]
+
+    async def renew_epoch(self, room: str, old: str) -> str:
+        """Give the room a new epoch if it still has ``old`` (part of its history was
+        lost); returns the epoch now. Every instance that noticed the loss agrees on one."""
+        info = await self.room_info(room, create=False)
+        return info.epoch if info else old
+
     async def last_revs(self, rooms: list[str]) -> list[int]:
         """The newest update ``rev`` of each room (0 if none); the update relay's sweep."""
         infos = [await self.room_info(r, create=False) for r in rooms]

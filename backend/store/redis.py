@@ -222,6 +222,11 @@ if lowest > after then out[1] = -1 end
 return out
 """
 
+_RENEW_EPOCH = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) end
+return redis.call('GET', KEYS[1])
+"""
+
 _MIGRATE = """
 -- the first release kept a room in a stream (entry ids <seq>-0): copy it into the hash
 local entries = redis.call('XRANGE', KEYS[1], '-', '+')
@@ -305,7 +310,8 @@ class RedisStore(MessageStore):
 
     async def open(self) -> None:
         self.redis = connect(self._url)
-        for name, source in (("append", _APPEND), ("change", _CHANGE), ("range", _RANGE), ("updates", _UPDATES)):
+        scripts = {"append": _APPEND, "change": _CHANGE, "range": _RANGE, "updates": _UPDATES, "epoch": _RENEW_EPOCH}
+        for name, source in scripts.items():
             self._scripts[name] = self.redis.register_script(source)
         try:
             await self._migrate_streams()
@@ -478,14 +484,23 @@ class RedisStore(MessageStore):
     async def last_revs(self, rooms: list[str]) -> list[int]:
         return await self._mget_ints([_change_keys(r)[0] for r in rooms])
 
+    async def renew_epoch(self, room: str, old: str) -> str:
+        epoch = await self._call("epoch", keys=[_keys(room)[2]], args=[old, secrets.token_hex(8)])
+        return epoch.decode() if epoch is not None else old
+
+    async def epochs(self, rooms: list[str]) -> list[str | None]:
+        return [None if v is None else v.decode() for v in await self._mget([_keys(r)[2] for r in rooms])]
+
     async def _mget_ints(self, keys: list[str]) -> list[int]:
+        return [int(v or 0) for v in await self._mget(keys)]
+
+    async def _mget(self, keys: list[str]) -> list[bytes | None]:
         if not keys:
             return []
         try:
-            values = await self._r().mget(keys)
+            return await self._r().mget(keys)
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis: {exc}") from exc
-        return [int(v or 0) for v in values]
 
     async def rooms(self) -> list[str]:
         try:
