@@ -16,11 +16,13 @@ from typing import Any
 
 import pytest
 
+from backend.config import Settings
 from tests.security.helpers import metric
 from tests.support import ChatClient, async_wait_for, http_get
 
 pytestmark = pytest.mark.timeout(120)
 
+CAP = Settings.model_fields["max_payload_bytes"].default
 TEXT, BINARY, CLOSE, PING, PONG, CONT = 0x1, 0x2, 0x8, 0x9, 0xA, 0x0
 
 
@@ -65,7 +67,9 @@ class RawWebSocket:
         if not mask:
             return head + payload
         key = os.urandom(4)
-        return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+        stream = (key * (n // 4 + 1))[:n]
+        masked = (int.from_bytes(payload, "little") ^ int.from_bytes(stream, "little")).to_bytes(n, "little")
+        return head + key + masked
 
     def send(self, opcode: int, payload: bytes | str, **kw: Any) -> None:
         data = payload.encode() if isinstance(payload, str) else payload
@@ -173,8 +177,9 @@ async def test_control_frames_and_fragmented_messages_follow_rfc_6455(embedded):
         (RawWebSocket.frame(TEXT, b"4\xff\xfe"), 1007),  # text that is not UTF-8
         (RawWebSocket.frame(TEXT, b"not engine.io"), 1002),  # not an Engine.IO packet
         (bytes([0x81, 0xFF]) + (1 << 40).to_bytes(8, "big") + b"mask", 1009),  # a terabyte announced
-        (RawWebSocket.frame(TEXT, b"4" + b"x" * 70_000), 1009),  # over CHAT_MAX_PAYLOAD_BYTES
-        (RawWebSocket.frame(TEXT, b"4" + b"x" * 2_000_000), 1009),  # refused from its header, the rest still coming
+        (RawWebSocket.frame(TEXT, b"4" + b"x" * CAP), 1009),  # one character over CHAT_MAX_PAYLOAD_BYTES
+        # refused from its header (over 4 bytes per character of the cap), the rest still coming
+        (bytes([0x81, 0xFF]) + (4 * CAP + 65).to_bytes(8, "big") + b"mask" + b"x" * 1000, 1009),
     ],
     ids=[
         "unmasked",
