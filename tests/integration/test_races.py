@@ -42,7 +42,17 @@ async def test_a_client_that_disconnects_mid_join_leaves_no_ghost_member(embedde
         async def members() -> list[str]:
             return [m["name"] for m in (await watcher.call("join", {"room": r}))["members"]]
 
-        await asyncio.sleep(0.5)  # let the in-flight joins finish on the server
+        # The server has closed all 30 (only the watcher is connected) and released
+        # every room they joined: a join that lost its race to the disconnect left
+        # nothing, or these gauges never get there.
+        await async_wait_for(
+            lambda: (
+                gauge(embedded.url, "fleetchat_connected_sockets") == 1
+                and gauge(embedded.url, "fleetchat_local_rooms") == 0
+            ),
+            what="every ghost closed and its rooms released",
+        )
         assert await members() == ["watcher"]
+        assert gauge(embedded.url, "fleetchat_local_rooms") == 1
     finally:
         await watcher.close()
