@@ -17,8 +17,7 @@ from typing import Any
 import pytest
 
 from backend.config import Settings
-from tests.security.helpers import metric
-from tests.support import ChatClient, async_wait_for, http_get
+from tests.support import ChatClient, async_wait_for, scrape
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -116,11 +115,11 @@ class RawWebSocket:
 
 
 def lean_count(url: str) -> float:
-    return metric(http_get(url + "/metrics", 5)[1].decode(), "fleetchat_lean_websockets")
+    return scrape(url, "fleetchat_lean_websockets")
 
 
 def connected(url: str) -> float:
-    return metric(http_get(url + "/metrics", 5)[1].decode(), "fleetchat_connected_sockets")
+    return scrape(url, "fleetchat_connected_sockets")
 
 
 async def test_socketio_clients_are_served_by_the_lean_path_and_released_when_they_leave(embedded):

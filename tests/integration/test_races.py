@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import uuid
 
-from tests.support import ChatClient, async_wait_for, http_get
-
-
-def gauge(url: str, name: str) -> float:
-    body = http_get(url + "/metrics")[1].decode()
-    return float(re.search(rf"^{name} (\S+)$", body, re.M).group(1))
+from tests.support import ChatClient, async_wait_for
+from tests.support import scrape as gauge
 
 
 async def test_concurrent_joins_respect_the_room_limit_and_leak_no_listener(backends):
