@@ -31,7 +31,10 @@ class Settings(BaseSettings):
     login_failures_per_address: int = Field(default=20, ge=1, description="failed logins per address per window")
     login_window_seconds: float = Field(default=900, gt=0)
     max_message_chars: int = Field(default=4000, ge=1, le=100_000)
-    max_payload_bytes: int = Field(default=65_536, ge=1024)
+    max_payload_bytes: int = Field(default=1_048_576, ge=1024)
+    """The packet cap: a bigger Socket.IO packet, ``/ws`` frame or HTTP body closes that connection
+    (HTTP: 413). 1 MiB, like Socket.IO's own 1 MB, leaves room for a text of 1,000,000 characters
+    and its envelope, so a long paste gets a ``too_large`` answer instead of a dropped socket."""
     rate: float = Field(default=10.0, gt=0, description="messages per second per connection")
     rate_burst: int = Field(default=20, ge=1)
     history_limit: int = Field(default=10_000, ge=10, description="most messages a resuming join is sent at once")

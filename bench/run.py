@@ -43,6 +43,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deploy.fleet import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 LOADGEN_DIR = BENCH / "loadgen"
@@ -141,12 +143,6 @@ def raise_nofile(want: int = 65536) -> int:
         except (ValueError, OSError):
             continue
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def process_tree(pid: int) -> list[int]:

@@ -98,9 +98,26 @@ def find_executable(name: str) -> str | None:
 
 
 def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now: the one copy (tests, bench and this module use it)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def backend_argv(bind: str, *extra: str) -> list[str]:
+    """The Procfile's ``web`` command: ``hypercorn --config deploy/hypercorn.toml
+    backend.app:asgi --bind ... --workers 0 --worker-class uvloop`` (flags in
+    ``extra`` come after, so they win), as the fleet, the tests and ``make run``
+    start the backend."""
+    argv = [sys.executable, "-m", "hypercorn", "--config", str(HYPERCORN_CONFIG), "backend.app:asgi"]
+    return [*argv, "--bind", bind, "--workers", "0", "--worker-class", "uvloop", *extra]
+
+
+def redis_argv(exe: str, port: int, data_dir: str | Path) -> list[str]:
+    """redis-server on 127.0.0.1 with AOF and fsync on every write: an
+    acknowledged message survives a Redis restart (the production setting)."""
+    argv = [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir)]
+    return [*argv, "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--loglevel", "warning"]
 
 
 def check_port_free(port: int, what: str) -> None:
@@ -289,9 +306,7 @@ class Fleet:
             raise SystemExit("redis-server is not installed: scripts/bootstrap.sh apt:redis-server")
         data = self.state_dir / "redis"
         data.mkdir(parents=True, exist_ok=True)
-        # AOF with fsync on every write: an acknowledged message survives a Redis restart.
-        argv = [exe, "--port", str(self.ports.redis), "--bind", "127.0.0.1", "--dir", str(data)]
-        argv += ["--appendonly", "yes", "--appendfsync", "always", "--save", "", "--loglevel", "warning"]
+        argv = redis_argv(exe, self.ports.redis, data)
         return Child("redis", argv, dict(os.environ), self.logs / "redis.log", port=self.ports.redis)
 
     def _web(self, index: int, port: int) -> Child:
@@ -303,8 +318,7 @@ class Fleet:
             # Accounts only, as the Procfile has it; CHAT_GUESTS=true admits guests.
             "CHAT_GUESTS": os.environ.get("CHAT_GUESTS", "false"),
         }
-        argv = [sys.executable, "-m", "hypercorn", "--config", str(HYPERCORN_CONFIG), "backend.app:asgi"]
-        argv += ["--bind", f"127.0.0.1:{port}", "--workers", "0", "--worker-class", "uvloop"]
+        argv = backend_argv(f"127.0.0.1:{port}")
         return Child(f"web.{index}", argv, env, self.logs / f"web.{index}.log", port=port)
 
     def _nginx(self) -> Child:

@@ -75,8 +75,10 @@ PY
 }
 
 unset REDIS_URL
+# The Procfile's web command (deploy/hypercorn.toml, one process, uvloop), in embedded mode.
 PORT="$backend_port" CHAT_CORS_ORIGINS="$ui_url,http://127.0.0.1:$ui_port" \
-  setsid python -m hypercorn backend.app:asgi --bind "0.0.0.0:$backend_port" >"$logs/backend.log" 2>&1 &
+  setsid python -m hypercorn --config deploy/hypercorn.toml backend.app:asgi --bind "0.0.0.0:$backend_port" \
+  --workers 0 --worker-class uvloop >"$logs/backend.log" 2>&1 &
 pids+=("$!")
 wait_http "http://127.0.0.1:$backend_port/healthz" 30 "${pids[0]}" || { echo "backend failed, see $logs/backend.log" >&2; exit 1; }
 echo "backend: http://127.0.0.1:$backend_port (log: $logs/backend.log)"

@@ -1,5 +1,10 @@
 """Real processes for tests: redis-server and hypercorn on free ports, and
-Socket.IO clients that record what they receive."""
+Socket.IO clients that record what they receive.
+
+The one home of the test harness's launchers and helpers: ``Backend`` (the
+Procfile's hypercorn command, from ``deploy.fleet.backend_argv``), ``RedisServer``
+(``deploy.fleet.redis_argv``), ``free_port`` (``deploy.fleet``'s) and ``metric``
+(the Prometheus text parser)."""
 
 from __future__ import annotations
 
@@ -21,14 +26,37 @@ from pathlib import Path
 from typing import Any
 
 import socketio
+from prometheus_client.parser import text_string_to_metric_families
+
+from deploy.fleet import backend_argv, free_port, redis_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 
+__all__ = ["ROOT", "Backend", "ChatClient", "LocalFleet", "RedisServer", "free_port", "metric", "scrape"]
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+
+def _sample(text: str, name: str, labels: dict[str, str]) -> float | None:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return None
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of the sample ``name`` with exactly ``labels`` in a Prometheus
+    text exposition (prometheus_client's parser), or 0 when it has no such sample."""
+    value = _sample(text, name, labels)
+    return 0.0 if value is None else value
+
+
+def scrape(url: str, name: str, **labels: str) -> float:
+    """``metric`` of the backend at ``url`` (its ``/metrics``); an AssertionError when the sample is missing."""
+    status, body = http_get(url + "/metrics", 5)
+    assert status == 200, f"/metrics answered {status}"
+    value = _sample(body.decode(), name, labels)
+    assert value is not None, f"{name}{labels or ''} missing from /metrics"
+    return value
 
 
 def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.05, what: str = "condition") -> Any:
@@ -82,23 +110,7 @@ class RedisServer:
         if exe is None:
             raise RuntimeError("redis-server is not installed: run scripts/bootstrap.sh apt:redis-server")
         self.proc = subprocess.Popen(
-            [
-                exe,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                self.dir,
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--loglevel",
-                "warning",
-            ],
+            redis_argv(exe, self.port, self.dir),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -139,7 +151,12 @@ class RedisServer:
 
 
 class Backend:
-    """One ``hypercorn backend.app:asgi`` process on a free port."""
+    """One backend process on a free port, started as the Procfile starts it
+    (``deploy.fleet.backend_argv``: hypercorn with ``deploy/hypercorn.toml``,
+    ``--workers 0`` so SIGKILL really kills the instance, uvloop).
+
+    ``name`` names its database and log files in ``db_dir``; ``own_session``
+    makes it lead its own process group, which ``kill`` then kills whole."""
 
     def __init__(
         self,
@@ -147,47 +164,41 @@ class Backend:
         port: int | None = None,
         db_dir: str | None = None,
         graceful_timeout: float = 3,
+        name: str | None = None,
+        own_session: bool = False,
     ) -> None:
         self.graceful_timeout = graceful_timeout
         self.port = port or free_port()
         self.db_dir = db_dir or tempfile.mkdtemp(prefix="fc-db-")
+        self.own_session = own_session
         self.env = {
             **os.environ,
             "PORT": str(self.port),
-            "CHAT_DB_PATH": os.path.join(self.db_dir, "chat.db"),
+            "CHAT_DB_PATH": os.path.join(self.db_dir, f"{name or 'chat'}.db"),
             "PYTHONUNBUFFERED": "1",
             **(env or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = os.path.join(self.db_dir, f"backend-{self.port}.log")
+        self.log_path = os.path.join(self.db_dir, f"{name}.log" if name else f"backend-{self.port}.log")
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def argv(self) -> list[str]:
+        return backend_argv(f"127.0.0.1:{self.port}", "--graceful-timeout", str(self.graceful_timeout))
+
     def start(self) -> Backend:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the process owns it
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "hypercorn",
-                "backend.app:asgi",
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "--graceful-timeout",
-                str(self.graceful_timeout),
-                "--workers",
-                "0",  # serve in this process, so SIGKILL really kills the instance
-                "--worker-class",
-                "uvloop",
-            ],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        wait_for(self._healthy, 30, what=f"backend on {self.port}")
+        with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                self.argv(),
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=self.own_session,
+            )
+        wait_for(self._healthy, 30, what=f"backend on {self.port} (log: {self.log_path})")
         return self
 
     def _healthy(self) -> bool:
@@ -216,7 +227,11 @@ class Backend:
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
-            self.proc.kill()
+            if self.own_session:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+            else:
+                self.proc.kill()
             self.proc.wait()
 
     def restart(self) -> Backend:
@@ -335,12 +350,7 @@ class LocalFleet:
 
     def connected(self, port: int) -> float:
         """``fleetchat_connected_sockets`` of one instance."""
-        status, body = http_get(f"http://127.0.0.1:{port}/metrics")
-        assert status == 200
-        for line in body.decode().splitlines():
-            if line.startswith("fleetchat_connected_sockets "):
-                return float(line.split()[1])
-        raise AssertionError("fleetchat_connected_sockets missing from /metrics")
+        return scrape(f"http://127.0.0.1:{port}", "fleetchat_connected_sockets")
 
     def stop(self) -> None:
         """Ctrl-C, as a user would; then make sure nothing it started survives."""

@@ -15,10 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +30,7 @@ from typing import Any
 import pytest
 
 from deploy.fleet import copy_app
+from tests.support import Backend, free_port, rooms_listed, scrape
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts" / "e2e"
@@ -44,12 +43,6 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
@@ -119,78 +112,41 @@ def stop_process_group(process: subprocess.Popen, grace: float = 10.0) -> None:
         process.wait(timeout=5)
 
 
-class ChatBackend:
-    """One embedded-mode backend process that a test can restart on the same port and DB."""
+class ChatBackend(Backend):
+    """One embedded-mode backend process (``tests.support.Backend``: the Procfile's
+    command) that a test can restart on the same port and DB. It leads its own
+    process group, so ``stop`` and ``kill`` reach everything it started."""
 
     def __init__(self, workdir: Path, ui_origins: list[str], name: str = "backend", redis_url: str = ""):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = workdir / f"{name}.log"
-        self.env = tools_env()
-        self.env.update(
-            PORT=str(self.port),
-            CHAT_DB_PATH=str(workdir / f"{name}.db"),
-            CHAT_CORS_ORIGINS=",".join(ui_origins),
-        )
+        super().__init__(db_dir=str(workdir), name=name, own_session=True)
+        self.env = {**tools_env(), **{k: self.env[k] for k in ("PORT", "CHAT_DB_PATH", "PYTHONUNBUFFERED")}}
+        self.env["CHAT_CORS_ORIGINS"] = ",".join(ui_origins)
         if redis_url:
             self.env["REDIS_URL"] = redis_url
-        self.process: subprocess.Popen | None = None
 
-    def start(self) -> None:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "hypercorn", "backend.app:asgi", "--bind", f"127.0.0.1:{self.port}"],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        wait_until(self._ready, 30, f"the chat backend on {self.url} (log: {self.log_path})")
-
-    def _ready(self) -> bool:
-        if self.process is not None and self.process.poll() is not None:
-            raise RuntimeError(f"backend exited with {self.process.returncode}: {self.log_tail()}")
-        return http_get(f"{self.url}/healthz")[0] == 200
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        return self.proc
 
     def stop(self) -> None:
-        if self.process is not None:
-            stop_process_group(self.process)
-            self.process = None
+        if self.proc is not None:
+            stop_process_group(self.proc)
+            self.proc = None
 
     def kill(self) -> None:
         """SIGKILL: the backend gets no chance to say goodbye to its clients."""
-        if self.process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-            self.process = None
+        super().kill()
+        self.proc = None
 
     def log_tail(self, size: int = 3000) -> str:
-        with contextlib.suppress(OSError):
-            return self.log_path.read_bytes()[-size:].decode(errors="replace")
-        return ""
+        return self.log()[-size:]
 
     def connected_sockets(self) -> float:
         """The backend's own count of connected Socket.IO clients (from /metrics)."""
-        _, body = http_get(f"{self.url}/metrics")
-        total = 0.0
-        found = False
-        for line in body.decode().splitlines():
-            match = re.match(r"fleetchat_connected_sockets(\{[^}]*\})?\s+(\S+)", line)
-            if match:
-                found = True
-                total += float(match.group(2))
-        if not found:
-            raise AssertionError("fleetchat_connected_sockets missing from /metrics")
-        return total
+        return scrape(self.url, "fleetchat_connected_sockets")
 
     def room_members(self, room: str) -> int:
-        import json
-
-        _, body = http_get(f"{self.url}/api/rooms")
-        for entry in json.loads(body)["rooms"]:
+        for entry in rooms_listed(self.url):
             if entry["name"] == room:
                 return int(entry["members"])
         return 0

@@ -16,11 +16,12 @@ from typing import Any
 
 import pytest
 
-from tests.security.helpers import metric
-from tests.support import ChatClient, async_wait_for, http_get
+from backend.config import Settings
+from tests.support import ChatClient, async_wait_for, scrape
 
 pytestmark = pytest.mark.timeout(120)
 
+CAP = Settings.model_fields["max_payload_bytes"].default
 TEXT, BINARY, CLOSE, PING, PONG, CONT = 0x1, 0x2, 0x8, 0x9, 0xA, 0x0
 
 
@@ -65,7 +66,9 @@ class RawWebSocket:
         if not mask:
             return head + payload
         key = os.urandom(4)
-        return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+        stream = (key * (n // 4 + 1))[:n]
+        masked = (int.from_bytes(payload, "little") ^ int.from_bytes(stream, "little")).to_bytes(n, "little")
+        return head + key + masked
 
     def send(self, opcode: int, payload: bytes | str, **kw: Any) -> None:
         data = payload.encode() if isinstance(payload, str) else payload
@@ -112,11 +115,11 @@ class RawWebSocket:
 
 
 def lean_count(url: str) -> float:
-    return metric(http_get(url + "/metrics", 5)[1].decode(), "fleetchat_lean_websockets")
+    return scrape(url, "fleetchat_lean_websockets")
 
 
 def connected(url: str) -> float:
-    return metric(http_get(url + "/metrics", 5)[1].decode(), "fleetchat_connected_sockets")
+    return scrape(url, "fleetchat_connected_sockets")
 
 
 async def test_socketio_clients_are_served_by_the_lean_path_and_released_when_they_leave(embedded):
@@ -173,8 +176,9 @@ async def test_control_frames_and_fragmented_messages_follow_rfc_6455(embedded):
         (RawWebSocket.frame(TEXT, b"4\xff\xfe"), 1007),  # text that is not UTF-8
         (RawWebSocket.frame(TEXT, b"not engine.io"), 1002),  # not an Engine.IO packet
         (bytes([0x81, 0xFF]) + (1 << 40).to_bytes(8, "big") + b"mask", 1009),  # a terabyte announced
-        (RawWebSocket.frame(TEXT, b"4" + b"x" * 70_000), 1009),  # over CHAT_MAX_PAYLOAD_BYTES
-        (RawWebSocket.frame(TEXT, b"4" + b"x" * 2_000_000), 1009),  # refused from its header, the rest still coming
+        (RawWebSocket.frame(TEXT, b"4" + b"x" * CAP), 1009),  # one character over CHAT_MAX_PAYLOAD_BYTES
+        # refused from its header (over 4 bytes per character of the cap), the rest still coming
+        (bytes([0x81, 0xFF]) + (4 * CAP + 65).to_bytes(8, "big") + b"mask" + b"x" * 1000, 1009),
     ],
     ids=[
         "unmasked",

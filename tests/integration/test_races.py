@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import uuid
 
-from tests.support import ChatClient, async_wait_for, http_get
-
-
-def gauge(url: str, name: str) -> float:
-    body = http_get(url + "/metrics")[1].decode()
-    return float(re.search(rf"^{name} (\S+)$", body, re.M).group(1))
+from tests.support import ChatClient, async_wait_for
+from tests.support import scrape as gauge
 
 
 async def test_concurrent_joins_respect_the_room_limit_and_leak_no_listener(backends):
@@ -42,7 +37,17 @@ async def test_a_client_that_disconnects_mid_join_leaves_no_ghost_member(embedde
         async def members() -> list[str]:
             return [m["name"] for m in (await watcher.call("join", {"room": r}))["members"]]
 
-        await asyncio.sleep(0.5)  # let the in-flight joins finish on the server
+        # The server has closed all 30 (only the watcher is connected) and released
+        # every room they joined: a join that lost its race to the disconnect left
+        # nothing, or these gauges never get there.
+        await async_wait_for(
+            lambda: (
+                gauge(embedded.url, "fleetchat_connected_sockets") == 1
+                and gauge(embedded.url, "fleetchat_local_rooms") == 0
+            ),
+            what="every ghost closed and its rooms released",
+        )
         assert await members() == ["watcher"]
+        assert gauge(embedded.url, "fleetchat_local_rooms") == 1
     finally:
         await watcher.close()

@@ -17,7 +17,10 @@ import time
 import orjson
 import socketio
 
-OVERSIZED_BYTES = 200_000
+from backend.config import Settings
+
+OVERSIZED_BYTES = Settings.model_fields["max_payload_bytes"].default + 100_000
+"""Over the default packet cap (a text under it would get a ``too_large`` ack instead)."""
 
 
 async def flood_messages(url: str, room: str, rate: float, seconds: float, counts: collections.Counter) -> None:

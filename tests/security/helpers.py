@@ -12,7 +12,7 @@ from typing import Any
 
 import socketio
 
-from tests.support import ROOT
+from tests.support import ROOT, metric
 
 SECRET = "test-secret-of-at-least-32-bytes-long!"
 FIGURES = ROOT / "artifacts" / "security"
@@ -50,14 +50,6 @@ async def try_connect(url: str, auth: Any, headers: dict[str, str] | None = None
             await client.disconnect()
         return refusal[0] if refusal and refusal[0] is not None else str(exc)
     return client
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """A sample's value from a Prometheus text exposition (0 when absent)."""
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    pattern = re.escape(name) + (r"\{" + re.escape(want) + r"\}" if want else "") + r" ([0-9.e+-]+)"
-    m = re.search(r"^" + pattern + "$", text, re.M)
-    return float(m.group(1)) if m else 0.0
 
 
 def record(name: str, figures: dict[str, Any]) -> None:

@@ -41,8 +41,14 @@ from tests.support import Backend
 
 pytestmark = [pytest.mark.xdist_group("fuzz"), pytest.mark.timeout(1200)]
 
-ENV = {"CHAT_RATE": "1000000", "CHAT_RATE_BURST": "1000000", "CHAT_CONNECTS_PER_MINUTE": "0"}
-PAYLOAD_LIMIT = 65_536  # CHAT_MAX_PAYLOAD_BYTES's default
+PAYLOAD_LIMIT = 65_536
+"""A packet cap below the default (1 MiB), so the fuzzer's texts of up to 70 KB cross it."""
+ENV = {
+    "CHAT_RATE": "1000000",
+    "CHAT_RATE_BURST": "1000000",
+    "CHAT_CONNECTS_PER_MINUTE": "0",
+    "CHAT_MAX_PAYLOAD_BYTES": str(PAYLOAD_LIMIT),
+}
 OBSERVED_ROOMS = ("fz-a", "fz-b", "general")
 CASES: Counter[str] = Counter()
 

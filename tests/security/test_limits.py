@@ -14,7 +14,7 @@ import socketio
 import websockets
 
 from tests.security.helpers import metric, request, try_connect
-from tests.support import ChatClient, async_wait_for, http_get
+from tests.support import ChatClient, async_wait_for, http_get, scrape
 
 
 def room() -> str:
@@ -44,7 +44,7 @@ async def test_an_instance_refuses_connections_beyond_its_maximum_and_counts_the
     # Those inside keep working, and a freed slot is usable again.
     assert (await held[0].call("join", {"room": "general"}))["ok"]
     await held[1].disconnect()
-    await async_wait_for(lambda: b"fleetchat_connected_sockets 2.0" in http_get(backend.url + "/metrics")[1])
+    await async_wait_for(lambda: scrape(backend.url, "fleetchat_connected_sockets") == 2)
     again = await try_connect(backend.url, {"name": "later"})
     assert not isinstance(again, dict | str), again
     text = http_get(backend.url + "/metrics")[1].decode()
