@@ -170,7 +170,7 @@ class Archiver:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.xack(ARCHIVE_KEY, ARCHIVE_GROUP, *[entry_id for entry_id, _ in entries])
             for room, seq in archived.items():
-                self._publish(keys=[archived_key(room)], args=[seq], client=pipe)
+                await self._publish(keys=[archived_key(room)], args=[seq], client=pipe)
             await pipe.execute()
         self.archived += len(events)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import glob
+import inspect
 import json
 import os
 import pwd
@@ -44,9 +45,12 @@ def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.05, what
 
 
 async def async_wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.02, what: str = "condition") -> Any:
+    """Poll ``predicate`` (sync, or returning an awaitable) until it is truthy."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         await asyncio.sleep(interval)
