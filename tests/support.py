@@ -161,9 +161,11 @@ class PostgresServer:
     machine's own server. As root (CI) it runs as the ``postgres`` user (or
     ``nobody``), since PostgreSQL refuses to run as root."""
 
-    def __init__(self, dbname: str = "fleetchat") -> None:
+    def __init__(self, dbname: str = "fleetchat", durable: bool = False) -> None:
         self.port = free_port()
         self.dbname = dbname
+        self.durable = durable
+        """False (tests): fsync and synchronous commit off; benchmarks keep PostgreSQL's defaults."""
         self.dir = tempfile.mkdtemp(prefix="fc-pg-")
         self.data = os.path.join(self.dir, "data")
         self.bindir = postgres_bindir()
@@ -194,10 +196,9 @@ class PostgresServer:
 
     def start(self) -> None:
         self._run("initdb", "-D", self.data, "-U", self.user, "--auth=trust", "-E", "UTF8", "--no-sync")
-        options = (
-            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
-            " -c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
-        )
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=100"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run("pg_ctl", "-D", self.data, "-l", os.path.join(self.dir, "log"), "-o", options, "-w", "start")
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, self.dbname)
 
