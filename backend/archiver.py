@@ -41,6 +41,8 @@ CLAIM_IDLE_MS = 30_000
 HOUSEKEEPING_SECONDS = 1.0
 """How often the lag is measured, abandoned entries claimed and the stream trimmed."""
 
+Entry = tuple[bytes, dict[bytes, bytes]]
+
 _SET_IF_GREATER = """
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tonumber(ARGV[1]) > cur then
@@ -117,33 +119,45 @@ class Archiver:
     async def run(self) -> None:
         recovering = True
         last_housekeeping = 0.0
-        while not self.stop.is_set():
-            try:
-                if recovering:
-                    await ensure_archive_group(self.redis)
-                    while await self._read("0"):  # what this consumer read before a restart
-                        pass
-                    await self._claim_abandoned()
-                    recovering = False
-                    log.info("archiver %s consuming %s", self.consumer, ARCHIVE_KEY)
-                await self._read(">", BLOCK_MS)
-                if time.monotonic() - last_housekeeping >= HOUSEKEEPING_SECONDS:
-                    await self._claim_abandoned()
-                    await self._housekeeping()
-                    last_housekeeping = time.monotonic()
-            except Exception as exc:  # Redis or the database is down: retry the same entries
-                log.warning("archiver: %s: %s; retrying", type(exc).__name__, exc)
-                recovering = True
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stop.wait(), 1.0)
+        # the next batch is read from Redis while this one is written to the database
+        ahead: asyncio.Task[list[Entry]] | None = None
+        try:
+            while not self.stop.is_set():
+                try:
+                    if recovering:
+                        await ensure_archive_group(self.redis)
+                        while entries := await self._fetch("0"):  # what this consumer read before a restart
+                            await self._handle(entries)
+                        await self._claim_abandoned()
+                        recovering = False
+                        log.info("archiver %s consuming %s", self.consumer, ARCHIVE_KEY)
+                    entries = await (ahead or self._fetch(">", BLOCK_MS))
+                    ahead = asyncio.create_task(self._fetch(">", BLOCK_MS)) if entries else None
+                    await self._handle(entries)
+                    if time.monotonic() - last_housekeeping >= HOUSEKEEPING_SECONDS:
+                        await self._claim_abandoned()
+                        await self._housekeeping()
+                        last_housekeeping = time.monotonic()
+                except Exception as exc:  # Redis or the database is down: retry the same entries
+                    log.warning("archiver: %s: %s; retrying", type(exc).__name__, exc)
+                    recovering = True  # whatever was read stays pending and is read again with "0"
+                    if ahead is not None:
+                        ahead.cancel()
+                        ahead = None
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.stop.wait(), 1.0)
+            if ahead is not None:  # stopping: finish what was already read
+                await self._handle(await ahead)
+                ahead = None
+        finally:
+            if ahead is not None:
+                ahead.cancel()
 
-    async def _read(self, start: str, block: int | None = None) -> int:
+    async def _fetch(self, start: str, block: int | None = None) -> list[Entry]:
         reply = await self.redis.xreadgroup(
             ARCHIVE_GROUP, self.consumer, {ARCHIVE_KEY: start}, count=self.batch, block=block
         )
-        entries = [entry for _stream, found in reply or [] for entry in found]
-        await self._handle(entries)
-        return len(entries)
+        return [entry for _stream, found in reply or [] for entry in found]
 
     async def _claim_abandoned(self) -> None:
         start = "0-0"
@@ -155,7 +169,7 @@ class Archiver:
             if not entries or start in (b"0-0", "0-0"):
                 return
 
-    async def _handle(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+    async def _handle(self, entries: list[Entry]) -> None:
         """Archive, then acknowledge, then publish the rooms' archived seqs."""
         if not entries:
             return
