@@ -5,6 +5,10 @@ other tests that share the session's redis-server."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 
@@ -27,14 +31,18 @@ from backend.db.archive import Archive
 from backend.db.migrate import upgrade
 from backend.db.schema import messages, updates
 from tests.dbhelpers import changed, sent
-from tests.support import PostgresServer, RedisServer, async_wait_for
+from tests.support import ROOT, PostgresServer, RedisServer, async_wait_for, free_port, http_get
 
 DB = 7
 
 
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url.rsplit("/", 1)[0] + f"/{DB}"
+
+
 @pytest.fixture
 async def redis(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
-    client = blocking_client(redis_server.url.rsplit("/", 1)[0] + f"/{DB}")
+    client = blocking_client(redis_url(redis_server))
     await client.flushdb()
     yield client
     await client.flushdb()
@@ -193,3 +201,37 @@ async def test_a_malformed_entry_is_dropped_not_blocking(redis: aioredis.Redis, 
     finally:
         stop.set()
         await task
+
+
+async def test_the_worker_process_archives_with_database_url(
+    redis: aioredis.Redis, redis_server: RedisServer, archive: Archive
+) -> None:
+    """``python -m backend.worker`` runs the archiver next to the mention notifier
+    and serves the lag on ``CHAT_WORKER_METRICS_PORT``."""
+    await xadd(redis, [sent("w", s) for s in range(1, 101)])
+    port = free_port()
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url(redis_server),
+        "DATABASE_URL": archive.url,
+        "CHAT_WORKER_NAME": "worker-test",
+        "CHAT_WORKER_METRICS_PORT": str(port),
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "backend.worker"], cwd=ROOT, env=env)  # noqa: ASYNC220
+    try:
+        await wait_archived(redis, archive, {"w": 100})
+
+        def lag_drained() -> bool:
+            try:
+                status, text = http_get(f"http://127.0.0.1:{port}/metrics")
+            except OSError:
+                return False
+            return status == 200 and b"\nfleetchat_archive_lag 0.0" in text
+
+        await async_wait_for(lambda: asyncio.to_thread(lag_drained), what="lag 0 on the worker's /metrics")
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
