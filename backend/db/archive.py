@@ -33,17 +33,20 @@ GAP_WINDOW = 10_000
 
 _ADVANCE = text(
     """
-    WITH t AS (
-        SELECT m.room AS room, m.seq AS seq, r.archived_seq AS a,
-               m.seq - ROW_NUMBER() OVER (PARTITION BY m.room ORDER BY m.seq) AS g
-        FROM messages m JOIN rooms r ON r.name = m.room
-        WHERE r.name IN :rooms AND m.seq > r.archived_seq AND m.seq <= r.archived_seq + :window
+    SELECT r.name, r.archived_seq, (
+        SELECT MAX(t.seq) FROM (
+            SELECT m.seq AS seq, m.seq - ROW_NUMBER() OVER (ORDER BY m.seq) AS g
+            FROM messages m
+            WHERE m.room = r.name AND m.seq > r.archived_seq AND m.seq <= r.archived_seq + :window
+        ) t WHERE t.g = r.archived_seq
     )
-    SELECT room, a, MAX(seq) FROM t WHERE g = a GROUP BY room, a
+    FROM rooms r WHERE r.name IN :rooms
     """
 ).bindparams(bindparam("rooms", expanding=True))
 """Per room, the end of the run of consecutive seqs that starts right after
-``archived_seq`` (``seq - row_number`` is constant along such a run)."""
+``archived_seq`` (``seq - row_number`` is constant along such a run), or NULL.
+A correlated subquery, so each room's range is an index range scan: a join
+made PostgreSQL read the whole room."""
 
 
 class Archive:
@@ -138,7 +141,8 @@ class Archive:
         """Move each room's ``archived_seq`` over the seqs now present without a hole."""
         pending = names
         while pending:
-            found = (await conn.execute(_ADVANCE, {"rooms": pending, "window": GAP_WINDOW})).all()
+            result = await conn.execute(_ADVANCE, {"rooms": pending, "window": GAP_WINDOW})
+            found = [(room, int(old), int(seq)) for room, old, seq in result if seq is not None and seq > old]
             if found:
                 await conn.execute(
                     update(rooms)
