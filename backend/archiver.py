@@ -141,6 +141,7 @@ class Archiver:
                 except Exception as exc:  # Redis or the database is down: retry the same entries
                     log.warning("archiver: %s: %s; retrying", type(exc).__name__, exc)
                     recovering = True  # whatever was read stays pending and is read again with "0"
+                    await self._measure_lag()
                     if ahead is not None:
                         ahead.cancel()
                         ahead = None
@@ -190,23 +191,48 @@ class Archiver:
 
     async def _housekeeping(self) -> None:
         """Measure the lag and trim what the whole group has acknowledged."""
-        groups = await self.redis.xinfo_groups(ARCHIVE_KEY)
-        info = next((g for g in groups if _text(g.get("name")) == ARCHIVE_GROUP), None)
+        info = await _group_info(self.redis)
         if info is None:
             return
-        pending = int(info.get("pending") or 0)
-        lag = info.get("lag")
-        if lag is None:  # Redis cannot tell (entries deleted): count what is left
-            lag = max(0, await self.redis.xlen(ARCHIVE_KEY) - pending)
+        lag, pending, last_delivered = info
         if self.lag is not None:
-            self.lag.set(int(lag) + pending)
-        if pending:
-            summary = await self.redis.xpending(ARCHIVE_KEY, ARCHIVE_GROUP)
-            oldest = summary.get("min")
-        else:
-            oldest = info.get("last-delivered-id")
+            self.lag.set(lag)
+        oldest = (await self.redis.xpending(ARCHIVE_KEY, ARCHIVE_GROUP)).get("min") if pending else last_delivered
         if oldest and _text(oldest) != "0-0":
             await self.redis.xtrim(ARCHIVE_KEY, minid=_text(oldest), approximate=False)
+
+    async def _measure_lag(self) -> None:
+        """While the database is down the lag still has to show on /metrics."""
+        with contextlib.suppress(Exception):
+            if self.lag is not None and (lag := await archive_lag(self.redis)) is not None:
+                self.lag.set(lag)
+
+
+async def _group_info(redis: aioredis.Redis) -> tuple[int, int, Any] | None:
+    """``(entries not acknowledged, of which pending, last delivered id)`` of the group."""
+    groups = await redis.xinfo_groups(ARCHIVE_KEY)
+    info = next((g for g in groups if _text(g.get("name")) == ARCHIVE_GROUP), None)
+    if info is None:
+        return None
+    pending = int(info.get("pending") or 0)
+    lag = info.get("lag")
+    if lag is None:  # Redis cannot tell (entries deleted): count what is left
+        lag = max(0, await redis.xlen(ARCHIVE_KEY) - pending)
+    return int(lag) + pending, pending, info.get("last-delivered-id")
+
+
+async def archive_lag(redis: aioredis.Redis) -> int | None:
+    """The entries of ``fc:archive`` the archiver group has not acknowledged
+    (undelivered + pending), or None before any group exists. Any process
+    with Redis can report it, e.g. a web instance's ``/metrics`` while no
+    archiver runs at all."""
+    try:
+        info = await _group_info(redis)
+    except ResponseError as exc:  # no stream yet
+        if "no such key" in str(exc).lower():
+            return None
+        raise
+    return None if info is None else info[0]
 
 
 def _text(value: Any) -> str:

@@ -195,12 +195,23 @@ class PostgresServer:
             raise RuntimeError(f"{args[0]} failed: {done.stdout}{done.stderr}")
 
     def start(self) -> None:
-        self._run("initdb", "-D", self.data, "-U", self.user, "--auth=trust", "-E", "UTF8", "--no-sync")
+        """Create the cluster on the first call; start (or restart, after ``kill``) it."""
+        if not os.path.exists(self.data):
+            self._run("initdb", "-D", self.data, "-U", self.user, "--auth=trust", "-E", "UTF8", "--no-sync")
+            created = False
+        else:
+            created = True
         options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=100"
         if not self.durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run("pg_ctl", "-D", self.data, "-l", os.path.join(self.dir, "log"), "-o", options, "-w", "start")
-        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, self.dbname)
+        if not created:
+            self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, self.dbname)
+
+    def kill(self) -> None:
+        """Stop the server at once (like a crash), keeping its data for ``start``."""
+        if os.path.exists(os.path.join(self.data, "postmaster.pid")):
+            self._run("pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop")
 
     def create_database(self, name: str) -> str:
         """Another empty database in this cluster; its URL."""
@@ -208,9 +219,8 @@ class PostgresServer:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{name}"
 
     def stop(self) -> None:
-        if os.path.exists(os.path.join(self.data, "postmaster.pid")):
-            with contextlib.suppress(RuntimeError):
-                self._run("pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop")
+        with contextlib.suppress(RuntimeError):
+            self.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 from backend.archiver import (
     ARCHIVE_GROUP,
     ARCHIVE_KEY,
+    archive_lag,
     archived_key,
     blocking_client,
     ensure_archive_group,
@@ -235,3 +236,37 @@ async def test_the_worker_process_archives_with_database_url(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_postgres_down_costs_redis_memory_only(redis: aioredis.Redis) -> None:
+    """While PostgreSQL is down nothing is acknowledged or trimmed, the lag
+    shows every event, and the archiver catches up when it is back. (A
+    durable server: with synchronous_commit off, the tests' default, a crash
+    loses commits the archiver had already acknowledged to Redis.)"""
+    pg = PostgresServer(durable=True)
+    await asyncio.to_thread(pg.start)
+    upgrade(pg.url)
+    archive = Archive(pg.url)
+    await archive.open()
+    registry = CollectorRegistry()
+    lag = lag_gauge(registry)
+    assert await archive_lag(redis) is None  # no stream, no group yet
+    task, stop = start(redis, archive, lag=lag)
+    try:
+        await xadd(redis, [sent("p", s) for s in range(1, 101)])
+        await wait_archived(redis, archive, {"p": 100})
+        await asyncio.to_thread(pg.kill)
+        await xadd(redis, [sent("p", s) for s in range(101, 401)])
+        await async_wait_for(lambda: lag._value.get() == 300, what="the lag to show the 300 waiting events")
+        assert await archive_lag(redis) == 300
+        assert await redis.xlen(ARCHIVE_KEY) >= 300
+        await asyncio.to_thread(pg.start)
+        await wait_archived(redis, archive, {"p": 400})
+        await async_wait_for(lambda: lag._value.get() == 0, what="lag 0")
+        assert await counts(archive) == (400, 0)
+        assert await archive_lag(redis) == 0
+    finally:
+        stop.set()
+        await task
+        await archive.close()
+        await asyncio.to_thread(pg.stop)
