@@ -4,6 +4,7 @@ SQLite file: migrations, and ``Archive`` writes and reads."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import subprocess
 import sys
@@ -112,7 +113,7 @@ async def test_upgrade_keeps_an_old_embedded_file(tmp_path: Path) -> None:
 
 async def test_release_phase_upgrades_database_url(postgres: PostgresServer) -> None:
     url = fresh_pg(postgres).replace("postgresql://", "postgres://")
-    env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": url}
+    env = {**os.environ, "DATABASE_URL": url}
     done = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "backend.db.migrate"],
