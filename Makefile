@@ -10,11 +10,11 @@ run: ## set up, then run the chat (backend + Reflex UI, embedded mode, no Redis)
 	@$(ENV) scripts/run.sh
 
 test: ## set up, then run the whole test suite
-	@scripts/bootstrap.sh python node apt:redis-server apt:chromium apt:nginx
+	@scripts/bootstrap.sh python node apt:redis-server apt:postgresql apt:chromium apt:nginx
 	@$(ENV) scripts/test.sh
 
 setup: ## install everything without running anything
-	@scripts/bootstrap.sh python node apt:redis-server apt:chromium apt:nginx
+	@scripts/bootstrap.sh python node apt:redis-server apt:postgresql apt:chromium apt:nginx
 
 lint:
 	@$(ENV) ruff check . && ruff format --check .

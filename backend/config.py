@@ -1,6 +1,7 @@
 """Configuration: the one place that reads the environment.
 
-Every knob has a default that serves a laptop; a fleet sets ``REDIS_URL``.
+Every knob has a default that serves a laptop; a fleet sets ``REDIS_URL``
+(and ``DATABASE_URL`` for the system of record).
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ class Settings(BaseSettings):
 
     redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL", "CHAT_REDIS_URL"))
     db_path: str = "data/chat.db"
+    database_url: str | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL", "CHAT_DATABASE_URL"))
+    """The system of record (PostgreSQL, the PaaS convention); the worker archives into it (backend/archiver.py)."""
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    """``CHAT_WORKER_METRICS_PORT``: where ``backend.worker`` serves ``/metrics`` (archive lag); unset: nowhere."""
     cors_origins: str = "http://localhost:3000,http://127.0.0.1:3000"
     auth_secret: str | None = None
     """Signs and checks tokens; without it one is generated and kept (backend/auth.py)."""

@@ -9,6 +9,10 @@ finishes what it had read but not acknowledged, two workers share the load,
 and each entry is acknowledged once it was notified. A worker that dies for
 good leaves its pending entries to be claimed by the others after
 ``CLAIM_IDLE_MS``.
+
+With ``DATABASE_URL`` set, the same process also runs the archiver
+(``backend.archiver``: Redis into the system of record) as a task of its own,
+and ``CHAT_WORKER_METRICS_PORT`` serves its ``/metrics`` (the archive lag).
 """
 
 from __future__ import annotations
@@ -23,10 +27,13 @@ import socket
 import orjson
 import redis.asyncio as aioredis
 import socketio
+from prometheus_client import CollectorRegistry, start_http_server
 from redis.exceptions import RedisError
 
 from backend import logs
+from backend.archiver import blocking_client, lag_gauge, run_archiver
 from backend.config import get_settings
+from backend.db.archive import Archive
 from backend.jsonio import OrjsonModule
 from backend.mentions import mentioned, notification
 from backend.store.redis import MENTION_GROUP, MENTIONS_KEY, connect, ensure_mention_group
@@ -104,6 +111,25 @@ class MentionWorker:
         await self.redis.aclose()
 
 
+async def archive_forever(
+    redis_url: str, database_url: str, consumer: str, stop: asyncio.Event, metrics_port: int | None = None
+) -> None:
+    """The archiver task: its own blocking Redis client and database pool."""
+    registry = CollectorRegistry()
+    lag = lag_gauge(registry)
+    if metrics_port:
+        start_http_server(metrics_port, registry=registry)
+    archive = Archive(database_url)
+    await archive.open()
+    redis = blocking_client(redis_url)
+    try:
+        archived = await run_archiver(redis, archive, stop, consumer=consumer, lag=lag)
+        log.info("archiver %s stopped after %d events", consumer, archived)
+    finally:
+        await redis.aclose()
+        await archive.close()
+
+
 async def main() -> None:
     settings = get_settings()
     if not settings.redis_url:
@@ -112,10 +138,22 @@ async def main() -> None:
         )
     consumer = os.environ.get("CHAT_WORKER_NAME") or socket.gethostname()
     worker = MentionWorker(settings.redis_url, consumer)
+    stop = asyncio.Event()
+
+    def stop_all() -> None:
+        worker.stop()
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, worker.stop)
-    await worker.run()
+        loop.add_signal_handler(sig, stop_all)
+    tasks = [asyncio.create_task(worker.run(), name="mentions")]
+    if settings.database_url:
+        archiving = archive_forever(
+            settings.redis_url, settings.database_url, consumer, stop, settings.worker_metrics_port
+        )
+        tasks.append(asyncio.create_task(archiving, name="archiver"))
+    await asyncio.gather(*tasks)
     log.info("worker %s stopped after %d notifications", consumer, worker.notified)
 
 

@@ -2,7 +2,7 @@
 # Installs everything fleetchat needs, idempotently, into the project folder:
 #   .venv/   Python virtualenv with requirements-dev.txt
 #   .tools/  Node 22 and bun from the npm registry (Reflex 0.10 needs both)
-# plus Debian packages (redis-server, chromium, nginx) where they are missing.
+# plus Debian packages (redis-server, postgresql, chromium, nginx) where they are missing.
 # Usage: scripts/bootstrap.sh [python] [node] [apt:PKG ...]   (no args = all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,9 +23,12 @@ done
 
 # --- Debian packages -------------------------------------------------------
 bin_for() { case "$1" in redis-server) echo redis-server ;; chromium) echo chromium ;; nginx) echo nginx ;; *) echo "$1" ;; esac; }
+# Debian keeps PostgreSQL's server binaries off PATH, under its versioned bindir
+pg_present() { command -v pg_ctl >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null; }
 missing=()
 for pkg in "${apt_pkgs[@]:-}"; do
   [ -n "$pkg" ] || continue
+  if [ "$pkg" = postgresql ]; then pg_present || missing+=("$pkg"); continue; fi
   command -v "$(bin_for "$pkg")" >/dev/null 2>&1 || [ -x "/usr/sbin/$(bin_for "$pkg")" ] || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -1,4 +1,4 @@
-"""Shared fixtures: a private redis-server per test session, backends on free ports."""
+"""Shared fixtures: a private redis-server and PostgreSQL per test session, backends on free ports."""
 
 from __future__ import annotations
 
@@ -6,12 +6,21 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
-from tests.support import Backend, ChatClient, RedisServer
+from tests.support import Backend, ChatClient, PostgresServer, RedisServer
 
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A private PostgreSQL (initdb + pg_ctl on a free port), never the machine's own."""
+    server = PostgresServer()
     server.start()
     yield server
     server.stop()

@@ -1,17 +1,20 @@
-"""Real processes for tests: redis-server and hypercorn on free ports, and
-Socket.IO clients that record what they receive.
+"""Real processes for tests: redis-server, PostgreSQL and hypercorn on free
+ports, and Socket.IO clients that record what they receive.
 
 The one home of the test harness's launchers and helpers: ``Backend`` (the
 Procfile's hypercorn command, from ``deploy.fleet.backend_argv``), ``RedisServer``
-(``deploy.fleet.redis_argv``), ``free_port`` (``deploy.fleet``'s) and ``metric``
-(the Prometheus text parser)."""
+(``deploy.fleet.redis_argv``), ``PostgresServer``, ``free_port`` (``deploy.fleet``'s)
+and ``metric`` (the Prometheus text parser)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
+import inspect
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -70,9 +73,12 @@ def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.05, what
 
 
 async def async_wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.02, what: str = "condition") -> Any:
+    """Poll ``predicate`` (sync, or returning an awaitable) until it is truthy."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         await asyncio.sleep(interval)
@@ -148,6 +154,92 @@ class RedisServer:
         with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
             s.sendall(b"".join(parts))
             return s.recv(65536)
+
+
+def postgres_bindir() -> Path:
+    """Where the installed PostgreSQL's server programs are: on PATH, else
+    ``pg_config --bindir``, else Debian's versioned directory (newest)."""
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).resolve().parent
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        bindir = Path(subprocess.run([pg_config, "--bindir"], capture_output=True, text=True).stdout.strip())
+        if (bindir / "pg_ctl").exists():
+            return bindir
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(Path(p).parts[-3]))
+    if candidates:
+        return Path(candidates[-1]).parent
+    raise RuntimeError("PostgreSQL is not installed: run scripts/bootstrap.sh apt:postgresql")
+
+
+class PostgresServer:
+    """A private PostgreSQL cluster in a temp dir, on a free port of 127.0.0.1
+    with trust auth and its unix socket in that dir, so it never meets the
+    machine's own server. As root (CI) it runs as the ``postgres`` user (or
+    ``nobody``), since PostgreSQL refuses to run as root."""
+
+    def __init__(self, dbname: str = "fleetchat", durable: bool = False) -> None:
+        self.port = free_port()
+        self.dbname = dbname
+        self.durable = durable
+        """False (tests): fsync and synchronous commit off; benchmarks keep PostgreSQL's defaults."""
+        self.dir = tempfile.mkdtemp(prefix="fc-pg-")
+        self.data = os.path.join(self.dir, "data")
+        self.bindir = postgres_bindir()
+        self.user = "postgres"
+        self._run_as: int | None = None
+        if os.geteuid() == 0:
+            try:
+                entry = pwd.getpwnam("postgres")
+            except KeyError:
+                entry = pwd.getpwnam("nobody")
+            self._run_as = entry.pw_uid
+            self._gid = entry.pw_gid
+            os.chown(self.dir, entry.pw_uid, entry.pw_gid)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{self.dbname}"
+
+    def _run(self, *args: str) -> None:
+        kwargs: dict[str, Any] = {}
+        if self._run_as is not None:
+            kwargs = {"user": self._run_as, "group": self._gid, "extra_groups": []}
+        done = subprocess.run(
+            [str(self.bindir / args[0]), *args[1:]], capture_output=True, text=True, cwd=self.dir, **kwargs
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{args[0]} failed: {done.stdout}{done.stderr}")
+
+    def start(self) -> None:
+        """Create the cluster on the first call; start (or restart, after ``kill``) it."""
+        if not os.path.exists(self.data):
+            self._run("initdb", "-D", self.data, "-U", self.user, "--auth=trust", "-E", "UTF8", "--no-sync")
+            created = False
+        else:
+            created = True
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=100"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        self._run("pg_ctl", "-D", self.data, "-l", os.path.join(self.dir, "log"), "-o", options, "-w", "start")
+        if not created:
+            self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, self.dbname)
+
+    def kill(self) -> None:
+        """Stop the server at once (like a crash), keeping its data for ``start``."""
+        if os.path.exists(os.path.join(self.data, "postmaster.pid")):
+            self._run("pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop")
+
+    def create_database(self, name: str) -> str:
+        """Another empty database in this cluster; its URL."""
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, name)
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{name}"
+
+    def stop(self) -> None:
+        with contextlib.suppress(RuntimeError):
+            self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Backend:

@@ -1,0 +1,277 @@
+"""Reads and writes of the system of record, over an SQLAlchemy async engine
+(asyncpg for PostgreSQL, aiosqlite for the embedded file and unit tests).
+
+``write`` is what the archiver calls with a batch of events read from Redis.
+It is idempotent, so a batch redelivered after a crash, or events arriving
+out of order, leave the same rows: a message row is replaced only by a state
+with a higher ``rev``, an update is recorded once per ``(room, rev)``.
+``rooms.archived_seq`` is how far a room is archived without a hole; Redis
+may trim a room's window only below it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from sqlalchemy import bindparam, case, func, select, text, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from backend.db.schema import messages, rooms, updates
+from backend.db.urls import driver_url, is_sqlite
+
+Message = dict[str, Any]
+
+DEFAULT_EPOCH = "db"
+"""The epoch of a room row that ``write`` creates from events that carry no
+``epoch`` key; an event that carries one sets it."""
+
+GAP_WINDOW = 10_000
+"""How many seqs past ``archived_seq`` one pass of the hole check looks at."""
+
+_ADVANCE = text(
+    """
+    SELECT r.name, r.archived_seq, (
+        SELECT MAX(t.seq) FROM (
+            SELECT m.seq AS seq, m.seq - ROW_NUMBER() OVER (ORDER BY m.seq) AS g
+            FROM messages m
+            WHERE m.room = r.name AND m.seq > r.archived_seq AND m.seq <= r.archived_seq + :window
+        ) t WHERE t.g = r.archived_seq
+    )
+    FROM rooms r WHERE r.name IN :rooms
+    """
+).bindparams(bindparam("rooms", expanding=True))
+"""Per room, the end of the run of consecutive seqs that starts right after
+``archived_seq`` (``seq - row_number`` is constant along such a run), or NULL.
+A correlated subquery, so each room's range is an index range scan: a join
+made PostgreSQL read the whole room."""
+
+
+class Archive:
+    """The system of record. ``open`` before use; every method may raise
+    SQLAlchemy's ``DBAPIError`` / ``OSError`` while the database is down."""
+
+    def __init__(self, url: str, **engine_kwargs: Any) -> None:
+        self.url = driver_url(url)
+        self.engine_kwargs = engine_kwargs
+        self._engine: AsyncEngine | None = None
+
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise RuntimeError("Archive.open() first")
+        return self._engine
+
+    async def open(self) -> None:
+        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        if is_sqlite(self.url):
+            kwargs["connect_args"] = {"timeout": 30}  # writers wait for each other's lock
+        self._engine = create_async_engine(self.url, **(kwargs | self.engine_kwargs))
+        self._sqlite = self._engine.dialect.name == "sqlite"
+        self._insert = sqlite.insert if self._sqlite else postgresql.insert
+        self._greatest = func.max if self._sqlite else func.greatest
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
+
+    async def ping(self) -> bool:
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
+    # --- writes ---------------------------------------------------------------
+
+    async def write(self, events: list[dict[str, Any]]) -> dict[str, int]:
+        """Store a batch in one transaction; ``{room: archived_seq}`` of the rooms it touched."""
+        batch = _Batch(events)
+        if not batch.rooms:
+            return {}
+        try:
+            async with self.engine.begin() as conn:
+                return await self._write(conn, batch, resolve_dedupe=False)
+        except IntegrityError:
+            # A (user, client_id) stored under another seq: only after Redis lost
+            # its dedupe keys. Rare, so checked only when the fast path failed.
+            async with self.engine.begin() as conn:
+                return await self._write(conn, batch, resolve_dedupe=True)
+
+    async def _write(self, conn: AsyncConnection, batch: _Batch, resolve_dedupe: bool) -> dict[str, int]:
+        # The room rows first, in name order: their row locks serialise writers
+        # of one room, so each sees the other's messages when it walks archived_seq.
+        ins = self._insert(rooms)
+        await conn.execute(
+            ins.on_conflict_do_update(
+                index_elements=[rooms.c.name],
+                set_={
+                    "last_seq": self._greatest(rooms.c.last_seq, ins.excluded.last_seq),
+                    "last_rev": self._greatest(rooms.c.last_rev, ins.excluded.last_rev),
+                    "epoch": case((ins.excluded.epoch == DEFAULT_EPOCH, rooms.c.epoch), else_=ins.excluded.epoch),
+                },
+            ),
+            [batch.rooms[name] for name in sorted(batch.rooms)],
+        )
+        rows = list(batch.messages.values())
+        if resolve_dedupe:
+            rows = await _resolve_dedupe(conn, rows)
+        ins = self._insert(messages)
+        await conn.execute(
+            ins.on_conflict_do_update(
+                index_elements=[messages.c.room, messages.c.seq],
+                set_={"rev": ins.excluded.rev, "body": ins.excluded.body},
+                where=messages.c.rev < ins.excluded.rev,
+            ),
+            rows,
+        )
+        if batch.updates:
+            ins = self._insert(updates)
+            await conn.execute(
+                ins.on_conflict_do_nothing(index_elements=[updates.c.room, updates.c.rev]),
+                list(batch.updates.values()),
+            )
+        return await self._advance(conn, sorted(batch.rooms))
+
+    async def _advance(self, conn: AsyncConnection, names: list[str]) -> dict[str, int]:
+        """Move each room's ``archived_seq`` over the seqs now present without a hole."""
+        pending = names
+        while pending:
+            result = await conn.execute(_ADVANCE, {"rooms": pending, "window": GAP_WINDOW})
+            found = [(room, int(old), int(seq)) for room, old, seq in result if seq is not None and seq > old]
+            if found:
+                await conn.execute(
+                    update(rooms)
+                    .where(rooms.c.name == bindparam("r"), rooms.c.archived_seq < bindparam("s"))
+                    .values(archived_seq=bindparam("s")),
+                    [{"r": room, "s": seq} for room, _old, seq in found],
+                )
+            # a run that filled the whole window may go on past it
+            pending = [room for room, old, seq in found if seq - old >= GAP_WINDOW]
+        return await self._archived(conn, names)
+
+    async def _archived(self, conn: AsyncConnection, names: list[str]) -> dict[str, int]:
+        result = await conn.execute(select(rooms.c.name, rooms.c.archived_seq).where(rooms.c.name.in_(names)))
+        return {name: int(seq) for name, seq in result}
+
+    # --- reads ----------------------------------------------------------------
+
+    async def latest(self, room: str, limit: int, before_seq: int | None = None) -> tuple[list[Message], bool]:
+        """The newest ``limit`` messages (before ``before_seq``), oldest first, and whether older ones exist."""
+        query = select(messages.c.body).where(messages.c.room == room)
+        if before_seq is not None:
+            query = query.where(messages.c.seq < before_seq)
+        async with self.engine.connect() as conn:
+            bodies = (await conn.execute(query.order_by(messages.c.seq.desc()).limit(limit + 1))).scalars().all()
+        more = len(bodies) > limit
+        return [orjson.loads(b) for b in reversed(bodies[:limit])], more
+
+    async def after(self, room: str, after_seq: int, limit: int) -> list[Message]:
+        """Up to ``limit`` messages with seq > ``after_seq``, oldest first."""
+        query = (
+            select(messages.c.body)
+            .where(messages.c.room == room, messages.c.seq > after_seq)
+            .order_by(messages.c.seq)
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            return [orjson.loads(b) for b in (await conn.execute(query)).scalars()]
+
+    async def updates_after(self, room: str, after_rev: int, upto_seq: int, limit: int) -> list[Message]:
+        """The current state of each message up to ``upto_seq`` changed after
+        ``after_rev``: once per message, in the order of its latest change."""
+        changed = (
+            select(updates.c.seq, func.max(updates.c.rev).label("last"))
+            .where(updates.c.room == room, updates.c.rev > after_rev, updates.c.seq <= upto_seq)
+            .group_by(updates.c.seq)
+            .subquery()
+        )
+        query = (
+            select(messages.c.body)
+            .join(changed, (messages.c.room == room) & (messages.c.seq == changed.c.seq))
+            .order_by(changed.c.last)
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            return [orjson.loads(b) for b in (await conn.execute(query)).scalars()]
+
+    async def room_state(self, room: str) -> tuple[int, int, int] | None:
+        """``(last_seq, last_rev, archived_seq)``, or None for a room never archived."""
+        query = select(rooms.c.last_seq, rooms.c.last_rev, rooms.c.archived_seq).where(rooms.c.name == room)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else (int(row[0]), int(row[1]), int(row[2]))
+
+    async def rooms(self) -> list[str]:
+        async with self.engine.connect() as conn:
+            return list((await conn.execute(select(rooms.c.name).order_by(rooms.c.name))).scalars())
+
+
+class _Batch:
+    """A batch of events collapsed to one row per key: the newest state of each
+    message (one INSERT ... ON CONFLICT may not touch a row twice), each update
+    once, and each room's highest seq and rev."""
+
+    def __init__(self, events: list[dict[str, Any]]) -> None:
+        self.messages: dict[tuple[str, int], dict[str, Any]] = {}
+        self.updates: dict[tuple[str, int], dict[str, Any]] = {}
+        self.rooms: dict[str, dict[str, Any]] = {}
+        for event in events:
+            self.add(event)
+
+    def add(self, event: dict[str, Any]) -> None:
+        message = event["message"]
+        room, seq = str(message["room"]), int(message["seq"])
+        is_update = event.get("type") == "update"
+        rev = int(message.get("rev", event.get("rev", 0) if is_update else 0))
+        info = self.rooms.setdefault(room, {"name": room, "epoch": DEFAULT_EPOCH, "last_seq": 0, "last_rev": 0})
+        info["last_seq"] = max(info["last_seq"], seq)
+        if event.get("epoch"):
+            info["epoch"] = str(event["epoch"])
+        if is_update:
+            update_rev = int(event["rev"])
+            info["last_rev"] = max(info["last_rev"], update_rev)
+            self.updates.setdefault(
+                (room, update_rev),
+                {"room": room, "rev": update_rev, "seq": seq, "kind": str(event["kind"]), "ts": int(event["ts"])},
+            )
+        known = self.messages.get((room, seq))
+        if known is None or known["rev"] < rev:
+            self.messages[(room, seq)] = {
+                "room": room,
+                "seq": seq,
+                "user_id": str(message["user"]["id"]),
+                "client_id": str(message.get("client_id") or f"seq:{seq}"),
+                "ts": int(message.get("ts", 0)),
+                "rev": rev,
+                "body": orjson.dumps(message).decode(),
+            }
+
+
+async def _resolve_dedupe(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Give a message whose (room, user, client_id) is already stored under
+    another seq a distinct ``client_id`` column (its body keeps the original),
+    so one such message never blocks the archive."""
+    taken: dict[tuple[str, str, str], int] = {}
+    for start in range(0, len(rows), 200):
+        chunk = rows[start : start + 200]
+        keys = [(r["room"], r["user_id"], r["client_id"]) for r in chunk]
+        found = await conn.execute(
+            select(messages.c.room, messages.c.user_id, messages.c.client_id, messages.c.seq).where(
+                tuple_(messages.c.room, messages.c.user_id, messages.c.client_id).in_(keys)
+            )
+        )
+        for room, user_id, client_id, seq in found:
+            taken[(room, user_id, client_id)] = int(seq)
+    resolved = []
+    for row in rows:
+        key = (row["room"], row["user_id"], row["client_id"])
+        owner = taken.setdefault(key, row["seq"])
+        if owner != row["seq"]:
+            row = row | {"client_id": f"{row['client_id']}#{row['seq']}"}
+        resolved.append(row)
+    return resolved

@@ -1,0 +1,51 @@
+"""The tables of the system of record, identical for PostgreSQL and SQLite.
+
+``messages.body`` is the message's current state as JSON (what clients get);
+``updates`` only says *that* message ``seq`` changed at ``rev``, so a delete
+that replaces the body removes the text from the database for good.
+Alembic's migrations must produce exactly this (a test compares them).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Index, MetaData, PrimaryKeyConstraint, Table, Text, text
+
+metadata = MetaData()
+
+rooms = Table(
+    "rooms",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("epoch", Text, nullable=False),
+    Column("last_seq", BigInteger, nullable=False, server_default=text("0")),
+    Column("last_rev", BigInteger, nullable=False, server_default=text("0")),
+    Column("archived_seq", BigInteger, nullable=False, server_default=text("0")),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("room", Text, nullable=False),
+    Column("seq", BigInteger, nullable=False, autoincrement=False),
+    Column("user_id", Text, nullable=False),
+    Column("client_id", Text, nullable=False),
+    Column("ts", BigInteger, nullable=False),
+    Column("rev", BigInteger, nullable=False, server_default=text("0")),
+    Column("body", Text, nullable=False),
+    PrimaryKeyConstraint("room", "seq", name="messages_pkey"),
+    Index("messages_dedupe", "room", "user_id", "client_id", unique=True),
+    sqlite_with_rowid=False,
+)
+
+updates = Table(
+    "updates",
+    metadata,
+    Column("room", Text, nullable=False),
+    Column("rev", BigInteger, nullable=False, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("ts", BigInteger, nullable=False),
+    PrimaryKeyConstraint("room", "rev", name="updates_pkey"),
+    Index("updates_room_seq", "room", "seq"),
+    sqlite_with_rowid=False,
+)
