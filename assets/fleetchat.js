@@ -916,10 +916,13 @@ class ChatEngine {
   onEpoch(data) {
     const room = data?.room;
     if (!this.s.joined.includes(room) || typeof data.epoch !== "string" || this.s.epochs[room] === data.epoch) return;
+    // What the archive kept (up to kept_seq) still applies; what came after was lost.
+    const keptSeq = Number.isInteger(data.kept_seq) ? data.kept_seq : 0;
+    const keptRev = Number.isInteger(data.kept_rev) ? data.kept_rev : 0;
     this.s.epochs[room] = data.epoch;
-    this.logs[room] = [];
-    this.s.revs[room] = 0;
-    this.s.more[room] = false;
+    this.logs[room] = (this.logs[room] ?? []).filter((m) => m.seq <= keptSeq);
+    this.s.revs[room] = Math.min(this.s.revs[room] ?? 0, keptRev);
+    this.s.more[room] = keptSeq > 0;
     this.editing = "";
     this.replyTo = "";
     this.save();

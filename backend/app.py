@@ -79,6 +79,9 @@ def create_app(settings: Settings | None = None) -> tuple[Any, Quart, Chat]:
     if isinstance(manager, FleetManager):
         manager.on_resubscribe = _count_resubscribes(metrics, chat.sweep_soon)
         manager.on_revoke = chat.end_session_here
+        manager.on_epoch = chat.apply_epoch
+    if isinstance(store, RedisStore):
+        store.on_epoch = chat.apply_epoch
     register(sio, chat)
     logs.instrument_socketio(sio)
 

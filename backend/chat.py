@@ -203,9 +203,7 @@ class Chat:
     def _listen(self, room: str, info: RoomInfo) -> tuple[int, int]:
         """A local listener arrives; returns the seq and rev live delivery continues after."""
         self._listeners[room] += 1
-        known = self._epochs.setdefault(room, info.epoch)
-        if known != info.epoch:
-            self._new_epoch(room, info.epoch)
+        self._epochs.setdefault(room, info.epoch)
         self.relay.track(room, info.last_seq)
         self.updates.track(room, info.last_rev)
         self.metrics.rooms.set(len(self._listeners))
@@ -221,16 +219,32 @@ class Chat:
             self._epochs.pop(room, None)
         self.metrics.rooms.set(len(self._listeners))
 
-    def _new_epoch(self, room: str, epoch: str) -> None:
+    async def _new_epoch(self, room: str, epoch: str) -> None:
+        """A new epoch found by the sweep or a join (its announcement was missed)."""
+        kept_seq, kept_rev = await self._store_call(self.store.epoch_start(room))
+        self.apply_epoch({"room": room, "epoch": epoch, "kept_seq": kept_seq, "kept_rev": kept_rev})
+
+    def apply_epoch(self, event: dict[str, Any]) -> None:
         """The room's stored history was lost and began again (Redis came back empty):
-        tell its listeners that ids from before no longer apply, then relay the new
-        history from its first message, so every message acknowledged since is delivered."""
-        log.warning("room %s has a new epoch %s (its stored history was lost): relaying from seq 1", room, epoch)
+        tell its listeners which ids still apply (those the archive kept, ``kept_seq``),
+        then relay the new history from there, so every message acknowledged since is
+        delivered once. Announced by the instance that began the epoch, before its first message."""
+        room, epoch = event.get("room"), event.get("epoch")
+        kept_seq, kept_rev = event.get("kept_seq"), event.get("kept_rev")
+        if not isinstance(room, str) or not isinstance(epoch, str):
+            return
+        if not isinstance(kept_seq, int) or not isinstance(kept_rev, int):
+            return
+        if room not in self._epochs or self._epochs[room] == epoch:
+            return  # no listener here, or this epoch is known already
+        log.warning(
+            "room %s has a new epoch %s (stored history was lost): relaying after seq %d", room, epoch, kept_seq
+        )
         self._epochs[room] = epoch
-        self.relay.reset(room)
-        self.updates.reset(room)
+        self.relay.reset(room, kept_seq)
+        self.updates.reset(room, kept_rev)
         self._early_updates.pop(room, None)
-        event = {"room": room, "epoch": epoch}
+        event = {"room": room, "epoch": epoch, "kept_seq": kept_seq, "kept_rev": kept_rev}
         self.fanout.emit(room, "epoch", event)
         for subscriber in tuple(self._subscribers.get(room, ())):
             subscriber("epoch", event)
@@ -251,8 +265,7 @@ class Chat:
         except StoreUnavailable as exc:
             log.warning("new epoch of %s not started yet: %s", room, exc)
             return
-        if room in self._epochs and self._epochs[room] != epoch:
-            self._new_epoch(room, epoch)
+        await self._new_epoch(room, epoch)
 
     async def sweep(self) -> None:
         """Catch up every room whose store is ahead of what was relayed, messages and
@@ -260,7 +273,7 @@ class Chat:
         rooms = list(self._epochs)
         for room, epoch in zip(rooms, await self.store.epochs(rooms), strict=True):
             if epoch is not None and self._epochs.get(room, epoch) != epoch:
-                self._new_epoch(room, epoch)
+                await self._new_epoch(room, epoch)
         await self.relay.sweep()
         await self.updates.sweep()
 
@@ -322,9 +335,9 @@ class Chat:
     ) -> tuple[list[Message], int, int]:
         """Enter ``room`` for a listener; history up to where live delivery takes over,
         and the seq and update rev it takes over after."""
+        if self._epochs.get(room, info.epoch) != info.epoch:
+            await self._new_epoch(room, info.epoch)
         if rejoin:
-            if self._epochs.get(room, info.epoch) != info.epoch:
-                self._new_epoch(room, info.epoch)
             upto, upto_rev = self.relay.last(room), self.updates.last(room)
         else:
             upto, upto_rev = self._listen(room, info)

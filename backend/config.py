@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     rate: float = Field(default=10.0, gt=0, description="messages per second per connection")
     rate_burst: int = Field(default=20, ge=1)
     history_limit: int = Field(default=10_000, ge=10, description="most messages a resuming join is sent at once")
+    redis_window: int = Field(default=10_000, ge=100, description="messages per room Redis keeps once archived")
     moderators: str = ""
     """Comma-separated usernames of accounts that moderate every room (may delete any message)."""
     default_room: str = "general"

@@ -182,12 +182,17 @@ class FleetManager(RelayHook, socketio.AsyncRedisManager):
                 await asyncio.sleep(retry_sleep)
                 retry_sleep = min(retry_sleep * 2, self.max_retry_sleep)
 
+    on_epoch: Callable[[dict[str, Any]], None] | None = None
+    """Resets this instance's relays for a room whose history began again (backend.chat.apply_epoch)."""
     on_revoke: Callable[[str], Awaitable[None]] | None = None
     """Ends this instance's connections of a session another instance revoked (logout)."""
 
     async def _handle_emit(self, message):  # type: ignore[no-untyped-def]
         data = message.get("data")
         single = isinstance(data, list) and len(data) == 1 and not message.get("binary")
+        if single and message.get("event") == "epoch" and isinstance(data[0], dict) and self.on_epoch is not None:
+            self.on_epoch(data[0])  # before the room's next message; the sockets hear it from there
+            return
         if single and message.get("event") == REVOKE_EVENT and isinstance(data[0], dict):
             if self.on_revoke is not None and isinstance(data[0].get("session"), str):
                 await self.on_revoke(data[0]["session"])

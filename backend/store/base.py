@@ -117,6 +117,11 @@ class MessageStore(abc.ABC):
         info = await self.room_info(room, create=False)
         return info.epoch if info else old
 
+    async def epoch_start(self, room: str) -> tuple[int, int]:
+        """The seq and rev the room's current epoch began after: what an archive kept of
+        the history before it (0, 0 without one)."""
+        return 0, 0
+
     async def last_revs(self, rooms: list[str]) -> list[int]:
         """The newest update ``rev`` of each room (0 if none); the update relay's sweep."""
         infos = [await self.room_info(r, create=False) for r in rooms]

@@ -15,6 +15,7 @@ the store and its publish. Two instances can never hand out the same
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -24,6 +25,8 @@ from redis.exceptions import RedisError, ResponseError
 from redis.retry import Retry
 
 from backend import lifecycle
+from backend.archiver import ARCHIVE_KEY, archived_key
+from backend.db.archive import Archive
 from backend.lifecycle import Change
 from backend.store.base import (
     AppendResult,
@@ -64,9 +67,10 @@ _APPEND = (
     _TAKE
     + """
 local seqkey, msgs, dkey, epochkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local room, rest, ttl, epoch = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
-if redis.call('SET', epochkey, epoch, 'NX') then
-  redis.call('SADD', KEYS[5], room)
+local rest, ttl = ARGV[2], ARGV[3]
+if redis.call('EXISTS', epochkey) == 0 then
+  -- a new room, or one whose history Redis lost: the caller begins its epoch first
+  return {-3, ''}
 end
 local prev = redis.call('GET', dkey)
 if prev then
@@ -92,6 +96,23 @@ if ARGV[9] ~= '' then
   -- a stored message is always announced (python-socketio's emit envelope)
   redis.call('PUBLISH', KEYS[8], ARGV[9] .. body .. ARGV[10])
 end
+if ARGV[12] == '1' then
+  -- for the archiver; and every 100 messages, trim what it has confirmed beyond the window
+  redis.call('XADD', KEYS[9], '*', 'e', '{"type":"message","message":' .. body .. '}')
+  if seq % 100 == 0 then
+    local upto = math.min(tonumber(redis.call('GET', KEYS[10]) or '0'), seq - tonumber(ARGV[13]))
+    local low = tonumber(redis.call('GET', KEYS[11]) or '0')
+    if upto > low then
+      local stop = math.min(upto, low + 5000)
+      for from = low + 1, stop, 1000 do
+        local fields = {}
+        for s = from, math.min(stop, from + 999) do fields[#fields + 1] = s end
+        redis.call('HDEL', msgs, unpack(fields))
+      end
+      redis.call('SET', KEYS[11], stop)
+    end
+  end
+end
 return {1, body}
 """
 )
@@ -102,7 +123,11 @@ _CHANGE = (
 local msgs, revkey, upd, dkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local seq, kind, actor, arg = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
 local body = redis.call('HGET', msgs, seq)
-if not body then return {-2, 'not_found'} end
+if not body then
+  -- trimmed from the window: the caller brings it back from the archive, then retries
+  if ARGV[14] == '1' and tonumber(seq) <= (tonumber(redis.call('GET', KEYS[8])) or 0) then return {-4, ''} end
+  return {-2, 'not_found'}
+end
 if redis.call('GET', dkey) == seq then return {0, body} end
 local m = cjson.decode(body)
 if m.deleted then
@@ -154,6 +179,10 @@ if ARGV[11] ~= '' then
   local event = '{"room":"' .. m.room .. '","id":"' .. m.id .. '","kind":"' .. kind .. '","rev":' .. rev
   redis.call('PUBLISH', KEYS[6], ARGV[11] .. event .. ',"message":' .. body .. '}' .. ARGV[12])
 end
+if ARGV[14] == '1' then
+  local event = '{"type":"update","rev":' .. rev .. ',"kind":"' .. kind .. '","ts":' .. ARGV[7]
+  redis.call('XADD', KEYS[7], '*', 'e', event .. ',"message":' .. body .. '}')
+end
 return {1, body, rev}
 """
 )
@@ -176,8 +205,8 @@ return out
 """
 
 _UPDATES = """
--- updates after a rev: {rev, kind, body} triples. ARGV[2] > 0: at most that many,
--- oldest first. Otherwise (a resuming client) the latest change of each message
+-- updates after a rev: {rev, kind, seq, body} quads ('' for a body only the archive has).
+-- ARGV[2] > 0: at most that many, oldest first. Otherwise (a resuming client) the latest change of each message
 -- with seq <= ARGV[3], newest first, at most ARGV[4] of them, looking back ARGV[5] revs.
 local last = tonumber(redis.call('GET', KEYS[3])) or 0
 local after = tonumber(ARGV[1])
@@ -193,6 +222,7 @@ if tonumber(ARGV[2]) > 0 then
       local seq, kind = string.match(e, '(%d+) (%a+)')
       out[#out + 1] = revs[i]
       out[#out + 1] = kind
+      out[#out + 1] = seq
       out[#out + 1] = redis.call('HGET', KEYS[1], seq) or ''
     end
   end
@@ -214,6 +244,7 @@ for r = last, lowest + 1, -1 do
       n = n + 1
       out[#out + 1] = r
       out[#out + 1] = kind
+      out[#out + 1] = seq
       out[#out + 1] = redis.call('HGET', KEYS[1], seq) or ''
     end
   end
@@ -225,6 +256,30 @@ return out
 _RENEW_EPOCH = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) end
 return redis.call('GET', KEYS[1])
+"""
+
+_SEED = """
+-- a room Redis does not have (new, or lost with a data loss): its history so far is
+-- in the archive, up to ARGV[2] (seq) and ARGV[3] (rev); continue after it, in a new epoch
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0, redis.call('GET', KEYS[1])} end
+local function raise(key, value)
+  if (tonumber(redis.call('GET', key)) or 0) < tonumber(value) then redis.call('SET', key, value) end
+end
+raise(KEYS[2], ARGV[2])
+raise(KEYS[3], ARGV[3])
+raise(KEYS[4], ARGV[2])
+raise(KEYS[5], ARGV[4])
+local seq, rev = redis.call('GET', KEYS[2]) or '0', redis.call('GET', KEYS[3]) or '0'
+redis.call('HSET', KEYS[6], 'seq', seq, 'rev', rev)
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[7], ARGV[5])
+local event = '{"room":"' .. ARGV[5] .. '","epoch":"' .. ARGV[1] .. '","kept_seq":' .. seq
+event = event .. ',"kept_rev":' .. rev .. '}'
+if ARGV[6] ~= '' then
+  -- announced before any message of the new epoch, on the same channel: instances reset first
+  redis.call('PUBLISH', KEYS[8], ARGV[6] .. event .. ARGV[7])
+end
+return {1, event}
 """
 
 _MIGRATE = """
@@ -255,6 +310,12 @@ def _keys(room: str) -> tuple[str, str, str]:
     """The room's seq counter, its messages (seq -> current state) and its epoch."""
     tag = "{" + room + "}"
     return f"fc:{tag}:seq", f"fc:{tag}:msgs", f"fc:{tag}:epoch"
+
+
+def _window_keys(room: str) -> tuple[str, str, str]:
+    """How far the room is archived, how far Redis trimmed it, and where its epoch began."""
+    tag = "{" + room + "}"
+    return archived_key(room), f"fc:{tag}:trimmed", f"fc:{tag}:start"
 
 
 def _change_keys(room: str) -> tuple[str, str]:
@@ -291,13 +352,27 @@ def connect(url: str) -> aioredis.Redis:
 class RedisStore(MessageStore):
     limits_users = True
 
-    def __init__(self, url: str, dedupe_ttl: int, user_rate: tuple[float, int] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        dedupe_ttl: int,
+        user_rate: tuple[float, int] | None = None,
+        archive: Archive | None = None,
+        window: int = 10_000,
+    ) -> None:
         self._url = url
+        self.archive = archive
+        """The system of record (PostgreSQL): every event goes to it through the archiver,
+        and what Redis trimmed is read from it."""
+        self._window = window
+        self._archiving = "1" if archive is not None else "0"
         self._user_rate = ("0", "0") if user_rate is None else (repr(float(user_rate[0])), str(user_rate[1]))
         self._dedupe_ttl = dedupe_ttl
         self.redis: aioredis.Redis | None = None
         self._scripts: dict[str, Any] = {}
         self._announce: tuple[str, str] = ("", "")
+        self.on_epoch: Callable[[dict[str, Any]], None] | None = None
+        """Told when this store begins a room's new epoch (the event it announced to the fleet)."""
 
     def announce_on(self, channel: str, host_id: str) -> None:
         """Publish every new message and change on python-socketio's pub/sub
@@ -310,9 +385,18 @@ class RedisStore(MessageStore):
 
     async def open(self) -> None:
         self.redis = connect(self._url)
-        scripts = {"append": _APPEND, "change": _CHANGE, "range": _RANGE, "updates": _UPDATES, "epoch": _RENEW_EPOCH}
+        scripts = {
+            "append": _APPEND,
+            "change": _CHANGE,
+            "range": _RANGE,
+            "updates": _UPDATES,
+            "epoch": _RENEW_EPOCH,
+            "seed": _SEED,
+        }
         for name, source in scripts.items():
             self._scripts[name] = self.redis.register_script(source)
+        if self.archive is not None:
+            await self.archive.open()
         try:
             await self._migrate_streams()
         except (RedisError, OSError) as exc:
@@ -333,6 +417,8 @@ class RedisStore(MessageStore):
         if self.redis is not None:
             await self.redis.aclose()
             self.redis = None
+        if self.archive is not None:
+            await self.archive.close()
 
     def _r(self) -> aioredis.Redis:
         if self.redis is None:
@@ -365,71 +451,139 @@ class RedisStore(MessageStore):
         rest = orjson.dumps(fields)[1:]
         channel, host_id = self._announce
         prefix, suffix = _envelope("message", room, host_id) if channel else (b"", b"")
-        created, body = await self._call(
-            "append",
-            keys=[
-                seq_key,
-                msgs_key,
-                dedupe_key,
-                epoch_key,
-                ROOMS_KEY,
-                MENTIONS_KEY,
-                "fc:rate:" + user["id"],
-                channel or "fc:unused",
-            ],
-            args=[
-                room,
-                rest,
-                self._dedupe_ttl,
-                "",
-                secrets.token_hex(8),
-                "1" if "@" in text else "0",
-                *self._user_rate,
-                prefix,
-                suffix,
-                "" if reply_to is None else reply_to,
-            ],
-        )
+        keys = [
+            seq_key,
+            msgs_key,
+            dedupe_key,
+            epoch_key,
+            ROOMS_KEY,
+            MENTIONS_KEY,
+            "fc:rate:" + user["id"],
+            channel or "fc:unused",
+            ARCHIVE_KEY,
+            *_window_keys(room)[:2],
+        ]
+        args = [
+            room,
+            rest,
+            self._dedupe_ttl,
+            "",
+            "",
+            "1" if "@" in text else "0",
+            *self._user_rate,
+            prefix,
+            suffix,
+            "" if reply_to is None else reply_to,
+            self._archiving,
+            self._window,
+        ]
+        created, body = await self._call("append", keys, args)
+        if created == -3:
+            await self._seed(room)
+            created, body = await self._call("append", keys, args)
         if created == -1:
             raise RateLimited(int(body) / 1000)
         if created == -2:
             raise lifecycle.refusal(body.decode())
+        if created == -3:
+            raise StoreUnavailable("the room could not be seeded from the archive")
         return AppendResult(orjson.loads(body), created=bool(created), announced=bool(created and channel))
 
     async def change(self, change: Change) -> ChangeResult:
         room = change.room
-        _, msgs_key, _ = _keys(room)
+        seq_key, msgs_key, _ = _keys(room)
         rev_key, upd_key = _change_keys(room)
         dedupe_key = "fc:{" + room + "}:chg:" + orjson.dumps([change.actor["id"], change.client_id]).decode()
         channel, host_id = self._announce
         prefix, suffix = _envelope("update", room, host_id) if channel else (b"", b"")
-        result = await self._call(
-            "change",
-            keys=[msgs_key, rev_key, upd_key, dedupe_key, "fc:rate:" + change.actor["id"], channel or "fc:unused"],
-            args=[
-                change.seq,
-                change.kind,
-                change.actor["id"],
-                "1" if change.moderator else "0",
-                change.text if change.kind == "edit" else change.emoji,
-                "1" if change.on else "0",
-                change.ts,
-                self._dedupe_ttl,
-                *self._user_rate,
-                prefix,
-                suffix,
-                lifecycle.MAX_EMOJIS,
-            ],
-        )
+        keys = [
+            msgs_key,
+            rev_key,
+            upd_key,
+            dedupe_key,
+            "fc:rate:" + change.actor["id"],
+            channel or "fc:unused",
+            ARCHIVE_KEY,
+            seq_key,
+        ]
+        args = [
+            change.seq,
+            change.kind,
+            change.actor["id"],
+            "1" if change.moderator else "0",
+            change.text if change.kind == "edit" else change.emoji,
+            "1" if change.on else "0",
+            change.ts,
+            self._dedupe_ttl,
+            *self._user_rate,
+            prefix,
+            suffix,
+            lifecycle.MAX_EMOJIS,
+            self._archiving,
+        ]
+        result = await self._call("change", keys, args)
+        if result[0] == -4:  # an old message only the archive holds: bring it back, then change it
+            await self._hydrate(room, change.seq)
+            result = await self._call("change", keys, args)
         code, body = result[0], result[1]
         if code == -1:
             raise RateLimited(int(body) / 1000)
         if code == -2:
             raise lifecycle.refusal(body.decode())
+        if code == -4:
+            raise lifecycle.refusal("not_found")
         message = orjson.loads(body)
         if code == 0:
             return ChangeResult(lifecycle.update_event(message, change.kind, message.get("rev", 0)), created=False)
         return ChangeResult(lifecycle.update_event(message, change.kind, result[2]), True, announced=bool(channel))
+
+    # -- the archive beyond the window --------------------------------------------
+
+    async def _archive_read(self, awaitable: Any) -> Any:
+        try:
+            return await awaitable
+        except Exception as exc:  # asyncpg / SQLAlchemy / OSError: the database is down
+            raise StoreUnavailable(f"database: {exc}") from exc
+
+    async def _hydrate(self, room: str, seq: int) -> None:
+        """Put an archived message back into the window (to change it there)."""
+        assert self.archive is not None
+        found = await self._archive_read(self.archive.after(room, seq - 1, 1))
+        if found and found[0]["seq"] == seq:
+            try:
+                await self._r().hsetnx(_keys(room)[1], str(seq), orjson.dumps(found[0]))
+            except (RedisError, OSError) as exc:
+                raise StoreUnavailable(f"redis: {exc}") from exc
+
+    async def _seed(self, room: str) -> str:
+        """Give a room Redis does not have its epoch, continuing the archive's seq and rev."""
+        state = None
+        if self.archive is not None:
+            state = await self._archive_read(self.archive.room_state(room))
+        last_seq, last_rev, archived = state or (0, 0, 0)
+        seq_key, _, epoch_key = _keys(room)
+        rev_key, _ = _change_keys(room)
+        archived_k, trimmed_k, start_k = _window_keys(room)
+        channel, host_id = self._announce
+        prefix, suffix = _envelope("epoch", room, host_id) if channel else (b"", b"")
+        created, answer = await self._call(
+            "seed",
+            keys=[epoch_key, seq_key, rev_key, trimmed_k, archived_k, start_k, ROOMS_KEY, channel or "fc:unused"],
+            args=[secrets.token_hex(8), last_seq, last_rev, archived, room, prefix, suffix],
+        )
+        if not created:
+            return answer.decode()
+        event = orjson.loads(answer)
+        if self.on_epoch is not None:  # pub/sub skips this instance: it learns here
+            self.on_epoch(event)
+        return event["epoch"]
+
+    async def epoch_start(self, room: str) -> tuple[int, int]:
+        try:
+            seq, rev = await self._r().hmget(_window_keys(room)[2], "seq", "rev")
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+        return int(seq or 0), int(rev or 0)
 
     async def room_info(self, room: str, create: bool = True) -> RoomInfo | None:
         seq_key, _, epoch_key = _keys(room)
@@ -437,11 +591,12 @@ class RedisStore(MessageStore):
         r = self._r()
         try:
             if create:
-                async with r.pipeline(transaction=True) as pipe:
-                    pipe.set(epoch_key, secrets.token_hex(8), nx=True)
-                    pipe.sadd(ROOMS_KEY, room)
-                    pipe.mget(epoch_key, seq_key, rev_key)
-                    _, _, (epoch, seq, rev) = await pipe.execute()
+                epoch, seq, rev = await r.mget(epoch_key, seq_key, rev_key)
+                if epoch is None:
+                    await self._seed(room)
+                    epoch, seq, rev = await r.mget(epoch_key, seq_key, rev_key)
+                if epoch is None:
+                    raise StoreUnavailable(f"room {room} vanished while it was seeded")
             else:
                 epoch, seq, rev = await r.mget(epoch_key, seq_key, rev_key)
                 if epoch is None:
@@ -455,7 +610,14 @@ class RedisStore(MessageStore):
         up to ``hi``) and the first seq of the range."""
         seq_key, msgs_key, _ = _keys(room)
         out = await self._call("range", keys=[msgs_key, seq_key], args=[lo, hi, newest])
-        return int(out[1]), [orjson.loads(b) for b in out[2:] if b]
+        first, bodies = int(out[1]), out[2:]
+        cold: dict[int, Message] = {}
+        missing = [first + i for i, body in enumerate(bodies) if not body]
+        if missing and self.archive is not None:  # beyond the window: the archive has them
+            found = await self._archive_read(self.archive.after(room, missing[0] - 1, missing[-1] - missing[0] + 1))
+            cold = {m["seq"]: m for m in found}
+        messages = [orjson.loads(body) if body else cold.get(first + i) for i, body in enumerate(bodies)]
+        return first, [m for m in messages if m is not None]
 
     async def latest(self, room: str, limit: int, before_seq: int | None = None) -> tuple[list[Message], bool]:
         if before_seq is not None and before_seq <= 1:
@@ -467,7 +629,7 @@ class RedisStore(MessageStore):
         return (await self._range(room, after_seq + 1, after_seq + limit))[1]
 
     async def updates_after(self, room: str, after_rev: int, limit: int) -> list[Update]:
-        return _updates(await self._call("updates", keys=_update_keys(room), args=[after_rev, limit, 0, 0, 0]))
+        return await self._updates(room, await self._call("updates", _update_keys(room), [after_rev, limit, 0, 0, 0]))
 
     async def changed_since(self, room: str, after_rev: int, upto_seq: int, limit: int) -> tuple[list[Update], bool]:
         out = await self._call(
@@ -475,7 +637,24 @@ class RedisStore(MessageStore):
             keys=_update_keys(room),
             args=[after_rev, 0, upto_seq, limit, CHANGE_SCAN],
         )
-        return list(reversed(_updates(out[1:]))), out[0] == -1
+        return list(reversed(await self._updates(room, out[1:]))), out[0] == -1
+
+    async def _updates(self, room: str, flat: list[Any]) -> list[Update]:
+        """``[rev, kind, seq, body, ...]`` from the updates script as update events; a body
+        trimmed from the window is read from the archive (or, without one, left out)."""
+        events = []
+        for i in range(0, len(flat) - 3, 4):
+            rev, kind, seq, body = int(flat[i]), flat[i + 1].decode(), int(flat[i + 2]), flat[i + 3]
+            if body:
+                message = orjson.loads(body)
+            elif self.archive is not None:
+                found = await self._archive_read(self.archive.after(room, seq - 1, 1))
+                message = found[0] if found and found[0]["seq"] == seq else None
+            else:
+                message = None
+            if message is not None:
+                events.append(lifecycle.update_event(message, kind, rev))
+        return events
 
     async def last_seqs(self, rooms: list[str]) -> list[int]:
         """The newest ``seq`` of each room in one round trip (the relay's gap sweep)."""
@@ -508,14 +687,3 @@ class RedisStore(MessageStore):
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis: {exc}") from exc
         return sorted(m.decode() for m in members)
-
-
-def _updates(flat: list[Any]) -> list[Update]:
-    """``[rev, kind, body, ...]`` from the updates script as update events (a message
-    whose state is gone is left out)."""
-    events = []
-    for i in range(0, len(flat) - 2, 3):
-        rev, kind, body = flat[i], flat[i + 1], flat[i + 2]
-        if body:
-            events.append(lifecycle.update_event(orjson.loads(body), kind.decode(), int(rev)))
-    return events

@@ -41,10 +41,10 @@ def fleet(backends, redis_server) -> Callable[..., list[Backend]]:
 def workers(redis_server) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(name: str = "w1", redis: RedisServer | None = None) -> subprocess.Popen[bytes]:
+    def start(name: str = "w1", redis: RedisServer | None = None, **extra: str) -> subprocess.Popen[bytes]:
         import os
 
-        env = {**os.environ, "REDIS_URL": (redis or redis_server).url, "CHAT_WORKER_NAME": name}
+        env = {**os.environ, "REDIS_URL": (redis or redis_server).url, "CHAT_WORKER_NAME": name, **extra}
         proc = subprocess.Popen([sys.executable, "-m", "backend.worker"], cwd=ROOT, env=env)
         procs.append(proc)
         return proc
