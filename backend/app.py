@@ -20,6 +20,7 @@ from quart_schema import Info, QuartSchema
 
 from backend import http, lean_websocket, logs
 from backend.accounts import build_accounts
+from backend.archiver import archive_lag, ensure_archive_group, lag_gauge
 from backend.auth import Identity
 from backend.bridge import bridge
 from backend.chat import Chat, run_periodically
@@ -121,6 +122,11 @@ def create_app(settings: Settings | None = None) -> tuple[Any, Quart, Chat]:
                 manager.initialize()
             await _tolerate(chat.presence.heartbeat())
             await _tolerate(ensure_mention_group(store.redis))
+            if store.archive is not None:
+                await _tolerate(ensure_archive_group(store.redis))
+                gauge = lag_gauge(metrics.registry)
+                lag = _count_errors(metrics, "archive_lag", _measure_lag(store.redis, gauge))
+                tasks.append(asyncio.create_task(run_periodically(5.0, lag, "archive lag")))
             interval = settings.presence_ttl_seconds / 3
             heartbeat = _count_errors(metrics, "heartbeat", chat.heartbeat)
             tasks.append(asyncio.create_task(run_periodically(interval, heartbeat, "presence heartbeat")))
@@ -147,6 +153,16 @@ def create_app(settings: Settings | None = None) -> tuple[Any, Quart, Chat]:
 
     asgi = socketio.ASGIApp(sio, other_asgi_app=app, socketio_path="socket.io")
     return asgi, app, chat
+
+
+def _measure_lag(redis: Any, gauge: Any) -> Callable[[], Awaitable[None]]:
+    """``fleetchat_archive_lag`` on every instance's ``/metrics``: events not yet in PostgreSQL."""
+
+    async def measure() -> None:
+        lag = await archive_lag(redis)
+        gauge.set(lag or 0)
+
+    return measure
 
 
 def _bus_ping(manager: Any, metrics: Metrics) -> Any:

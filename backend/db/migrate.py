@@ -23,6 +23,7 @@ from backend.db.urls import driver_url
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 log = logging.getLogger("fleetchat.migrate")
+logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # one INFO line per plugin, at every start
 
 
 def alembic_config(url: str) -> Config:

@@ -272,3 +272,33 @@ async def test_redis_moves_history_of_the_first_release_into_the_new_layout(redi
     assert [m["text"] for m in (await s.latest(r, 10))[0]] == ["old 1", "old 2"]
     assert (await s.append(r, ALICE, "new", "c9", 3)).message["seq"] == 3
     await s.close()
+
+
+async def test_an_embedded_file_of_the_first_release_opens_with_its_history_and_can_change(tmp_path):
+    import sqlite3
+
+    path = str(tmp_path / "old.db")
+    old = sqlite3.connect(path)
+    old.executescript(
+        """
+        CREATE TABLE rooms (name TEXT PRIMARY KEY, epoch TEXT NOT NULL, last_seq INTEGER NOT NULL DEFAULT 0);
+        CREATE TABLE messages (room TEXT NOT NULL, seq INTEGER NOT NULL, user_id TEXT NOT NULL,
+            client_id TEXT NOT NULL, body BLOB NOT NULL, PRIMARY KEY (room, seq)) WITHOUT ROWID;
+        CREATE UNIQUE INDEX messages_dedupe ON messages (room, user_id, client_id);
+        INSERT INTO rooms VALUES ('general', 'e0', 1);
+        """
+    )
+    body = orjson.dumps(
+        {"id": "000000000001", "seq": 1, "room": "general", "user": ALICE, "text": "old", "ts": 7, "client_id": "c1"}
+    )
+    old.execute("INSERT INTO messages VALUES ('general', 1, ?, 'c1', ?)", (ALICE["id"], body))
+    old.commit()
+    old.close()
+    s = SqliteStore(path)
+    await s.open()
+    assert [m["text"] for m in (await s.latest("general", 10))[0]] == ["old"]
+    assert (await s.room_info("general")).epoch == "e0"
+    edited = await s.change(change("general", 1, "edit", text="old, edited"))
+    assert edited.created and edited.update["rev"] == 1
+    assert (await s.append("general", BOB, "new", "c2", 8)).message["seq"] == 2
+    await s.close()
