@@ -15,15 +15,16 @@ import sys
 import threading
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
+logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # one INFO line per plugin, at import
 
-from backend.db.urls import driver_url
+from alembic import command  # noqa: E402
+from alembic.config import Config  # noqa: E402
+
+from backend.db.urls import driver_url  # noqa: E402
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 log = logging.getLogger("fleetchat.migrate")
-logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # one INFO line per plugin, at every start
 
 
 def alembic_config(url: str) -> Config:
