@@ -1,7 +1,9 @@
 """A local production-like fleet, supervised: ``python -m deploy.fleet`` (``make fleet``).
 
-Starts Redis (its own port, AOF), N ``hypercorn backend.app:asgi`` instances,
-the mention worker, the UI tier, and Debian's nginx in front of both tiers
+Starts Redis (its own port, AOF), Debian's PostgreSQL as the system of record
+(its own cluster under the state dir, migrated as the Procfile's release
+phase does), N ``hypercorn backend.app:asgi`` instances, the worker (mentions
+and the archiver), the UI tier, and Debian's nginx in front of both tiers
 (``deploy/nginx.conf.template``), all on one origin:
 
 - ``/socket.io/``, ``/api/``, ``/ws`` and the probes go to the web instances;
@@ -28,11 +30,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import glob
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -120,6 +125,35 @@ def redis_argv(exe: str, port: int, data_dir: str | Path) -> list[str]:
     return [*argv, "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--loglevel", "warning"]
 
 
+def postgres_bindir() -> Path:
+    """Where the installed PostgreSQL's server programs are: on PATH, else
+    ``pg_config --bindir``, else Debian's versioned directory (newest)."""
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).resolve().parent
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        bindir = Path(subprocess.run([pg_config, "--bindir"], capture_output=True, text=True).stdout.strip())
+        if (bindir / "pg_ctl").exists():
+            return bindir
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(Path(p).parts[-3]))
+    if candidates:
+        return Path(candidates[-1]).parent
+    raise RuntimeError("PostgreSQL is not installed: run scripts/bootstrap.sh apt:postgresql")
+
+
+def postgres_account() -> tuple[int, int] | None:
+    """The (uid, gid) PostgreSQL's programs must run as: PostgreSQL refuses to run as
+    root, so as root (CI, containers) it runs as ``postgres`` (or ``nobody``)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam("postgres")
+    except KeyError:
+        entry = pwd.getpwnam("nobody")
+    return entry.pw_uid, entry.pw_gid
+
+
 def check_port_free(port: int, what: str) -> None:
     with socket.socket() as s:
         try:
@@ -198,6 +232,8 @@ class Child:
     port: int | None = None
     restart: bool = True
     cwd: Path = ROOT
+    account: tuple[int, int] | None = None
+    """(uid, gid) to run as, for PostgreSQL when the fleet runs as root."""
     proc: asyncio.subprocess.Process | None = None
     starts: int = 0
     ready: bool = False
@@ -217,6 +253,7 @@ class Child:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops the children in order
+            **({} if self.account is None else {"user": self.account[0], "group": self.account[1], "extra_groups": []}),
         )
         self.starts += 1
         self.started_at = time.monotonic()
@@ -252,6 +289,8 @@ class Ports:
     redis: int
     web: list[int]
     ui: list[int]
+    postgres: int | None = None
+    """None: no PostgreSQL, Redis alone keeps the history."""
 
 
 class Fleet:
@@ -282,6 +321,12 @@ class Fleet:
         return f"redis://127.0.0.1:{self.ports.redis}/0"
 
     @property
+    def database_url(self) -> str | None:
+        if self.ports.postgres is None:
+            return None
+        return f"postgresql://postgres@127.0.0.1:{self.ports.postgres}/fleetchat"
+
+    @property
     def ui_url(self) -> str:
         """Where a person opens the chat: the load balancer, in front of the UI processes."""
         return f"http://localhost:{self.ports.lb}"
@@ -297,6 +342,8 @@ class Fleet:
         env.setdefault("CHAT_LOG_FORMAT", "json")
         env["PYTHONUNBUFFERED"] = "1"
         env["REDIS_URL"] = self.redis_url
+        if self.database_url is not None:
+            env["DATABASE_URL"] = self.database_url
         env.pop("PORT", None)
         return env
 
@@ -308,6 +355,47 @@ class Fleet:
         data.mkdir(parents=True, exist_ok=True)
         argv = redis_argv(exe, self.ports.redis, data)
         return Child("redis", argv, dict(os.environ), self.logs / "redis.log", port=self.ports.redis)
+
+    def _postgres(self) -> Child:
+        """Debian's PostgreSQL in a cluster of the fleet's own (created on the first start)."""
+        assert self.ports.postgres is not None
+        bindir = postgres_bindir()
+        home = self.state_dir / "postgres"
+        data = home / "data"
+        account = postgres_account()
+        home.mkdir(parents=True, exist_ok=True)
+        if account is not None:
+            os.chown(home, *account)
+            # the postgres account must be able to pass through the state dir to its own
+            os.chmod(self.state_dir, os.stat(self.state_dir).st_mode | 0o011)
+        if not data.exists():
+            initdb = [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"]
+            self._as_postgres(initdb, account)
+        argv = [str(bindir / "postgres"), "-D", str(data), "-p", str(self.ports.postgres), "-k", str(home)]
+        argv += ["-c", "listen_addresses=127.0.0.1"]
+        child = Child("postgres", argv, dict(os.environ), self.logs / "postgres.log", port=self.ports.postgres)
+        child.account = account
+        return child
+
+    @staticmethod
+    def _as_postgres(argv: list[str], account: tuple[int, int] | None) -> subprocess.CompletedProcess[str]:
+        kwargs: dict[str, Any] = {}
+        if account is not None:
+            kwargs = {"user": account[0], "group": account[1], "extra_groups": []}
+        return subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)
+
+    async def _prepare_database(self) -> None:
+        """Create the database once, then migrate it (the Procfile's release phase)."""
+        assert self.ports.postgres is not None
+        createdb = [str(postgres_bindir() / "createdb"), "-h", "127.0.0.1", "-p", str(self.ports.postgres)]
+        done = self._as_postgres([*createdb, "-U", "postgres", "fleetchat"], postgres_account())
+        if done.returncode != 0 and "already exists" not in done.stderr:
+            raise SystemExit(f"createdb failed: {done.stderr.strip()}")
+        migrate = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "backend.db.migrate", cwd=ROOT, env=self._base_env()
+        )
+        if await migrate.wait() != 0:
+            raise SystemExit("the database migration (python -m backend.db.migrate) failed")
 
     def _web(self, index: int, port: int) -> Child:
         origins = [self.lb_url, f"http://localhost:{self.ports.lb}"]
@@ -444,6 +532,7 @@ class Fleet:
             "failed": self.failed,
             "lb_url": self.lb_url,
             "redis_url": self.redis_url,
+            "database_url": self.database_url,
             "ui_url": self.ui_url if self.with_ui else None,
             "nginx_reloads": self.reloads,
             "nginx_down": sorted(self.nginx_down),
@@ -498,6 +587,11 @@ class Fleet:
         redis = self._redis()
         await self._launch(redis)
         await self._expect_up(lambda: redis_answers(self.ports.redis), 15, redis, "redis-server")
+        if self.ports.postgres is not None:
+            postgres = self._postgres()
+            await self._launch(postgres)
+            await self._expect_up(lambda: _accepts(self.ports.postgres), 30, postgres, "PostgreSQL")
+            await self._prepare_database()
         for index, port in enumerate(self.ports.web, start=1):
             web = self._web(index, port)
             await self._launch(web)
@@ -525,7 +619,7 @@ class Fleet:
     async def stop(self) -> None:
         self.stopping.set()
         uis = [name for name in self.children if name.startswith("ui.")]
-        order = [*uis, "worker", "nginx", *[c.name for c in self.web], "redis"]
+        order = [*uis, "worker", "nginx", *[c.name for c in self.web], "redis", "postgres"]
         for name in order:
             child = self.children.get(name)
             if child is not None:
@@ -551,6 +645,16 @@ async def _is_ready(child: Child) -> bool:
     return child.ready
 
 
+async def _accepts(port: int | None) -> bool:
+    """Something accepts TCP connections on the port (PostgreSQL, before it serves)."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1.0)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    return True
+
+
 async def _answers(port: int, path: str = "/healthz") -> bool:
     return await http_status(port, path, timeout=2.0) is not None
 
@@ -570,7 +674,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--ui-processes", type=int, default=int(env("FLEET_UI_PROCESSES", "2")))
     p.add_argument("--no-ui", action="store_true", help="skip the Reflex UI")
-    p.add_argument("--no-worker", action="store_true", help="skip the mention worker")
+    p.add_argument("--no-worker", action="store_true", help="skip the worker (mentions and the archiver)")
+    p.add_argument("--postgres-port", type=int, default=int(env("FLEET_POSTGRES_PORT", "5490")))
+    p.add_argument("--no-postgres", action="store_true", help="no system of record: Redis alone keeps the history")
     return p.parse_args(argv)
 
 
@@ -586,7 +692,10 @@ def choose_ports(args: argparse.Namespace) -> Ports:
     web = [pick(0 if args.web_port == 0 else args.web_port + i, f"web.{i + 1}") for i in range(args.instances)]
     count = 0 if args.no_ui else args.ui_processes
     ui = [pick(0 if args.ui_port == 0 else args.ui_port + i, f"ui.{i + 1}") for i in range(count)]
-    return Ports(lb=pick(args.lb_port, "nginx"), redis=pick(args.redis_port, "redis"), web=web, ui=ui)
+    postgres = None if args.no_postgres else pick(args.postgres_port, "postgres")
+    return Ports(
+        lb=pick(args.lb_port, "nginx"), redis=pick(args.redis_port, "redis"), web=web, ui=ui, postgres=postgres
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import glob
 import inspect
 import json
 import os
-import pwd
 import shutil
 import signal
 import socket
@@ -31,7 +29,7 @@ from typing import Any
 import socketio
 from prometheus_client.parser import text_string_to_metric_families
 
-from deploy.fleet import backend_argv, free_port, redis_argv
+from deploy.fleet import backend_argv, free_port, postgres_account, postgres_bindir, redis_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -156,23 +154,6 @@ class RedisServer:
             return s.recv(65536)
 
 
-def postgres_bindir() -> Path:
-    """Where the installed PostgreSQL's server programs are: on PATH, else
-    ``pg_config --bindir``, else Debian's versioned directory (newest)."""
-    found = shutil.which("pg_ctl")
-    if found:
-        return Path(found).resolve().parent
-    pg_config = shutil.which("pg_config")
-    if pg_config:
-        bindir = Path(subprocess.run([pg_config, "--bindir"], capture_output=True, text=True).stdout.strip())
-        if (bindir / "pg_ctl").exists():
-            return bindir
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(Path(p).parts[-3]))
-    if candidates:
-        return Path(candidates[-1]).parent
-    raise RuntimeError("PostgreSQL is not installed: run scripts/bootstrap.sh apt:postgresql")
-
-
 class PostgresServer:
     """A private PostgreSQL cluster in a temp dir, on a free port of 127.0.0.1
     with trust auth and its unix socket in that dir, so it never meets the
@@ -189,14 +170,10 @@ class PostgresServer:
         self.bindir = postgres_bindir()
         self.user = "postgres"
         self._run_as: int | None = None
-        if os.geteuid() == 0:
-            try:
-                entry = pwd.getpwnam("postgres")
-            except KeyError:
-                entry = pwd.getpwnam("nobody")
-            self._run_as = entry.pw_uid
-            self._gid = entry.pw_gid
-            os.chown(self.dir, entry.pw_uid, entry.pw_gid)
+        account = postgres_account()
+        if account is not None:
+            self._run_as, self._gid = account
+            os.chown(self.dir, *account)
 
     @property
     def url(self) -> str:
@@ -399,7 +376,7 @@ class LocalFleet:
         env = {**os.environ, **FLEET_ENV, **self.env}
         env.pop("REDIS_URL", None)
         argv = [sys.executable, "-m", "deploy.fleet", "--state-dir", str(self.dir)]
-        argv += ["--lb-port", "0", "--redis-port", "0", "--web-port", "0"]
+        argv += ["--lb-port", "0", "--redis-port", "0", "--web-port", "0", "--postgres-port", "0"]
         if self.ui_processes:
             argv += ["--ui-processes", str(self.ui_processes), "--ui-port", "0", "--no-worker"]
         else:
