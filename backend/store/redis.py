@@ -324,6 +324,15 @@ def _change_keys(room: str) -> tuple[str, str]:
     return f"fc:{tag}:rev", f"fc:{tag}:upd"
 
 
+def _refused(code: int, body: bytes) -> None:
+    """A write script's refusal: -1 over the user's rate (body: ms to wait), -2 a reason
+    of ``lifecycle.REFUSALS``."""
+    if code == -1:
+        raise RateLimited(int(body) / 1000)
+    if code == -2:
+        raise lifecycle.refusal(body.decode())
+
+
 def _update_keys(room: str) -> list[str]:
     """What the updates script reads: messages, updates, the rev counter."""
     rev_key, upd_key = _change_keys(room)
@@ -481,10 +490,7 @@ class RedisStore(MessageStore):
         if created == -3:
             await self._seed(room)
             created, body = await self._call("append", keys, args)
-        if created == -1:
-            raise RateLimited(int(body) / 1000)
-        if created == -2:
-            raise lifecycle.refusal(body.decode())
+        _refused(created, body)
         if created == -3:
             raise StoreUnavailable("the room could not be seeded from the archive")
         return AppendResult(orjson.loads(body), created=bool(created), announced=bool(created and channel))
@@ -526,10 +532,7 @@ class RedisStore(MessageStore):
             await self._hydrate(room, change.seq)
             result = await self._call("change", keys, args)
         code, body = result[0], result[1]
-        if code == -1:
-            raise RateLimited(int(body) / 1000)
-        if code == -2:
-            raise lifecycle.refusal(body.decode())
+        _refused(code, body)
         if code == -4:
             raise lifecycle.refusal("not_found")
         message = orjson.loads(body)
