@@ -1,10 +1,12 @@
-"""Accounts, their sign-in sessions, and failed-login counts: one contract, two stores.
+"""Accounts, their sign-in sessions, and failed-login counts: one contract, three stores.
 
-Embedded mode keeps them in the SQLite file next to the history (tables the
-durable-history work can move into PostgreSQL as they are); fleet mode keeps
-them in Redis, so every instance sees a sign-up, a logout and a failed login
-at once. A token names a session; a session that ends (logout) refuses the
-token on every transport and instance from then on.
+Embedded mode keeps them in the SQLite file next to the history. A fleet
+keeps sessions and failure counts in Redis, so every instance sees a logout
+and a failed login at once; its accounts live in the system of record when
+``DATABASE_URL`` is set (``backend.db.accounts.PostgresAccounts``: a Redis
+that loses its data then costs sessions, never an account), else in Redis.
+A token names a session; a session that ends (logout) refuses the token on
+every transport and instance from then on.
 
 Operators add an account from the shell:
 ``python -m backend.accounts create USERNAME [--name "Display Name"]``
@@ -326,7 +328,12 @@ class RedisAccounts(AccountStore):
 
 
 def build_accounts(settings: Settings) -> AccountStore:
-    """Redis when ``REDIS_URL`` is set (shared by the fleet), else the embedded SQLite file."""
+    """The database (sessions in Redis) with ``REDIS_URL`` and ``DATABASE_URL``;
+    Redis alone with only ``REDIS_URL`` (shared by the fleet); else the embedded SQLite file."""
+    if settings.redis_url and settings.database_url:
+        from backend.db.accounts import PostgresAccounts  # imports this module
+
+        return PostgresAccounts(settings.redis_url, settings.database_url)
     if settings.redis_url:
         return RedisAccounts(settings.redis_url)
     return SqliteAccounts(settings.db_path)
@@ -349,7 +356,9 @@ async def _create_from_shell(username: str, name: str, password: str) -> Account
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m backend.accounts", description="Manage fleetchat accounts.")
     sub = ap.add_subparsers(dest="command", required=True)
-    create = sub.add_parser("create", help="add an account (uses REDIS_URL or CHAT_DB_PATH like the server)")
+    create = sub.add_parser(
+        "create", help="add an account (uses REDIS_URL, DATABASE_URL or CHAT_DB_PATH like the server)"
+    )
     create.add_argument("username")
     create.add_argument("--name", default="", help="display name (default: the username)")
     create.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
