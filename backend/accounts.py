@@ -386,4 +386,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as backend.accounts, not as this __main__ copy: the stores other modules
+    # define (backend.db.accounts) raise that module's UsernameTaken, not this copy's.
+    from backend import accounts
+
+    sys.exit(accounts.main())
