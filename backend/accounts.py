@@ -10,7 +10,9 @@ every transport and instance from then on.
 
 Operators add an account from the shell:
 ``python -m backend.accounts create USERNAME [--name "Display Name"]``
-(the password is read from the terminal, or from stdin with ``--password-stdin``).
+(the password is read from the terminal, or from stdin with ``--password-stdin``);
+a fleet that kept accounts in Redis copies them into its new database with
+``python -m backend.accounts copy-accounts``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import secrets
 import sqlite3
 import sys
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -290,15 +293,29 @@ class RedisAccounts(AccountStore):
         return account
 
     async def by_id(self, account_id: str) -> Account | None:
+        return await self._record(account_id)
+
+    async def _record(self, account_id: str) -> Account | None:
+        """The account's Redis record; what subclasses that keep accounts elsewhere read as legacy."""
         raw = await self._call(self._r.hgetall(f"fc:account:{account_id}"))
         if not raw:
             return None
         f = {k.decode(): v.decode() for k, v in raw.items()}
         return Account(f["id"], f["username"], f["name"], f["password_hash"], int(f["created_at"]))
 
+    async def all_accounts(self) -> AsyncIterator[Account]:
+        """Every account (SCAN: in batches, without blocking Redis), for copying them elsewhere."""
+        try:
+            async for key in self._r.scan_iter(match="fc:account:*", count=500):
+                account = await self._record(key.decode().removeprefix("fc:account:"))
+                if account is not None:
+                    yield account
+        except RedisError as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+
     async def by_username(self, username: str) -> Account | None:
         account_id = await self._call(self._r.get(f"fc:username:{username}"))
-        return await self.by_id(account_id.decode()) if account_id else None
+        return await self._record(account_id.decode()) if account_id else None
 
     async def start_session(self, account_id: str, ttl: float) -> str:
         session = secrets.token_urlsafe(18)
@@ -353,6 +370,19 @@ async def _create_from_shell(username: str, name: str, password: str) -> Account
         await store.close()
 
 
+async def _copy_from_shell() -> int | None:
+    """Copy a fleet's Redis-only accounts into its database; None without one."""
+    store = build_accounts(get_settings())
+    copy = getattr(store, "copy_legacy", None)
+    if copy is None:
+        return None
+    await store.open()
+    try:
+        return await copy()
+    finally:
+        await store.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m backend.accounts", description="Manage fleetchat accounts.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -362,7 +392,22 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("username")
     create.add_argument("--name", default="", help="display name (default: the username)")
     create.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    sub.add_parser(
+        "copy-accounts",
+        help="copy a fleet's accounts from Redis into DATABASE_URL (those the database lacks; safe to rerun)",
+    )
     args = ap.parse_args(argv)
+    if args.command == "copy-accounts":
+        try:
+            copied = asyncio.run(_copy_from_shell())
+        except StoreUnavailable as exc:
+            print(f"the store is unreachable: {exc}", file=sys.stderr)
+            return 1
+        if copied is None:
+            print("copy-accounts needs REDIS_URL and DATABASE_URL", file=sys.stderr)
+            return 2
+        print(f"copied {copied} accounts from Redis into the database")
+        return 0
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     else:

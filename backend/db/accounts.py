@@ -68,14 +68,15 @@ class PostgresAccounts(RedisAccounts):
             raise StoreUnavailable(f"database: {exc}") from exc
         return Account(*row) if row else None
 
-    async def _insert_account(self, account: Account, if_new: bool = False) -> None:
-        """Insert ``account``; with ``if_new``, do nothing when its id or username is in use."""
+    async def _insert_account(self, account: Account, if_new: bool = False) -> int:
+        """Insert ``account``; with ``if_new``, do nothing when its id or username is
+        in use. How many rows it added (0 or 1)."""
         stmt = self._insert(accounts).values(**dataclasses.asdict(account))
         if if_new:
             stmt = stmt.on_conflict_do_nothing()
         try:
             async with self._db.begin() as conn:
-                await conn.execute(stmt)
+                return (await conn.execute(stmt)).rowcount
         except IntegrityError:
             raise
         except (SQLAlchemyError, OSError) as exc:
@@ -119,3 +120,12 @@ class PostgresAccounts(RedisAccounts):
         else:
             log.info("copied legacy account %s (%s) from Redis into the database", legacy.id, legacy.username)
         return found
+
+    async def copy_legacy(self) -> int:
+        """Copy every Redis-only account into the database at once (``copy-accounts``),
+        rather than on each one's first use: then a Redis loss costs none of them.
+        Idempotent; how many it added."""
+        copied = 0
+        async for legacy in super().all_accounts():
+            copied += await self._insert_account(legacy, if_new=True)
+        return copied

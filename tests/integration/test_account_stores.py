@@ -247,6 +247,46 @@ def test_an_operator_creates_an_account_in_the_database_from_the_shell(redis_ser
     assert len(rows) == 1 and rows[0][2] == "The Operator" and rows[0][3].startswith("$argon2id$")
 
 
+def test_an_operator_copies_every_legacy_account_at_once(private_redis, postgres) -> None:
+    database = postgres.create_database("copy" + uuid.uuid4().hex[:12])
+    upgrade(database)
+
+    def copy(**env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "backend.accounts", "copy-accounts"],
+            cwd=ROOT,
+            env={k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")} | env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    async def make_legacy() -> list[Account]:
+        legacy = await opened(RedisAccounts(private_redis.url))
+        try:
+            return [await legacy.create(username(), f"legacy {i}", f"h{i}") for i in range(3)]
+        finally:
+            await legacy.close()
+
+    made = asyncio.run(make_legacy())
+    refused = copy(REDIS_URL=private_redis.url)
+    assert refused.returncode == 2 and "DATABASE_URL" in refused.stderr
+    for expected in (3, 0):  # a second run finds nothing new
+        done = copy(REDIS_URL=private_redis.url, DATABASE_URL=database)
+        assert done.returncode == 0, done.stderr
+        assert f"copied {expected} accounts" in done.stdout
+    private_redis.command("FLUSHALL")
+
+    async def all_kept() -> list[Account | None]:
+        store = await opened(PostgresAccounts(private_redis.url, database))
+        try:
+            return [await store.by_username(a.username) for a in made]
+        finally:
+            await store.close()
+
+    assert asyncio.run(all_kept()) == made
+
+
 @pytest.mark.fleet
 def test_after_redis_loses_its_data_a_user_signs_in_again_and_keeps_the_username(private_redis, database) -> None:
     env = {
