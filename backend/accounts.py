@@ -1,14 +1,18 @@
-"""Accounts, their sign-in sessions, and failed-login counts: one contract, two stores.
+"""Accounts, their sign-in sessions, and failed-login counts: one contract, three stores.
 
-Embedded mode keeps them in the SQLite file next to the history (tables the
-durable-history work can move into PostgreSQL as they are); fleet mode keeps
-them in Redis, so every instance sees a sign-up, a logout and a failed login
-at once. A token names a session; a session that ends (logout) refuses the
-token on every transport and instance from then on.
+Embedded mode keeps them in the SQLite file next to the history. A fleet
+keeps sessions and failure counts in Redis, so every instance sees a logout
+and a failed login at once; its accounts live in the system of record when
+``DATABASE_URL`` is set (``backend.db.accounts.PostgresAccounts``: a Redis
+that loses its data then costs sessions, never an account), else in Redis.
+A token names a session; a session that ends (logout) refuses the token on
+every transport and instance from then on.
 
 Operators add an account from the shell:
 ``python -m backend.accounts create USERNAME [--name "Display Name"]``
-(the password is read from the terminal, or from stdin with ``--password-stdin``).
+(the password is read from the terminal, or from stdin with ``--password-stdin``);
+a fleet that kept accounts in Redis copies them into its new database with
+``python -m backend.accounts copy-accounts``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import secrets
 import sqlite3
 import sys
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -288,15 +293,29 @@ class RedisAccounts(AccountStore):
         return account
 
     async def by_id(self, account_id: str) -> Account | None:
+        return await self._record(account_id)
+
+    async def _record(self, account_id: str) -> Account | None:
+        """The account's Redis record; what subclasses that keep accounts elsewhere read as legacy."""
         raw = await self._call(self._r.hgetall(f"fc:account:{account_id}"))
         if not raw:
             return None
         f = {k.decode(): v.decode() for k, v in raw.items()}
         return Account(f["id"], f["username"], f["name"], f["password_hash"], int(f["created_at"]))
 
+    async def all_accounts(self) -> AsyncIterator[Account]:
+        """Every account (SCAN: in batches, without blocking Redis), for copying them elsewhere."""
+        try:
+            async for key in self._r.scan_iter(match="fc:account:*", count=500):
+                account = await self._record(key.decode().removeprefix("fc:account:"))
+                if account is not None:
+                    yield account
+        except RedisError as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+
     async def by_username(self, username: str) -> Account | None:
         account_id = await self._call(self._r.get(f"fc:username:{username}"))
-        return await self.by_id(account_id.decode()) if account_id else None
+        return await self._record(account_id.decode()) if account_id else None
 
     async def start_session(self, account_id: str, ttl: float) -> str:
         session = secrets.token_urlsafe(18)
@@ -326,7 +345,12 @@ class RedisAccounts(AccountStore):
 
 
 def build_accounts(settings: Settings) -> AccountStore:
-    """Redis when ``REDIS_URL`` is set (shared by the fleet), else the embedded SQLite file."""
+    """The database (sessions in Redis) with ``REDIS_URL`` and ``DATABASE_URL``;
+    Redis alone with only ``REDIS_URL`` (shared by the fleet); else the embedded SQLite file."""
+    if settings.redis_url and settings.database_url:
+        from backend.db.accounts import PostgresAccounts  # imports this module
+
+        return PostgresAccounts(settings.redis_url, settings.database_url)
     if settings.redis_url:
         return RedisAccounts(settings.redis_url)
     return SqliteAccounts(settings.db_path)
@@ -346,14 +370,44 @@ async def _create_from_shell(username: str, name: str, password: str) -> Account
         await store.close()
 
 
+async def _copy_from_shell() -> int | None:
+    """Copy a fleet's Redis-only accounts into its database; None without one."""
+    store = build_accounts(get_settings())
+    copy = getattr(store, "copy_legacy", None)
+    if copy is None:
+        return None
+    await store.open()
+    try:
+        return await copy()
+    finally:
+        await store.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m backend.accounts", description="Manage fleetchat accounts.")
     sub = ap.add_subparsers(dest="command", required=True)
-    create = sub.add_parser("create", help="add an account (uses REDIS_URL or CHAT_DB_PATH like the server)")
+    create = sub.add_parser(
+        "create", help="add an account (uses REDIS_URL, DATABASE_URL or CHAT_DB_PATH like the server)"
+    )
     create.add_argument("username")
     create.add_argument("--name", default="", help="display name (default: the username)")
     create.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    sub.add_parser(
+        "copy-accounts",
+        help="copy a fleet's accounts from Redis into DATABASE_URL (those the database lacks; safe to rerun)",
+    )
     args = ap.parse_args(argv)
+    if args.command == "copy-accounts":
+        try:
+            copied = asyncio.run(_copy_from_shell())
+        except StoreUnavailable as exc:
+            print(f"the store is unreachable: {exc}", file=sys.stderr)
+            return 1
+        if copied is None:
+            print("copy-accounts needs REDIS_URL and DATABASE_URL", file=sys.stderr)
+            return 2
+        print(f"copied {copied} accounts from Redis into the database")
+        return 0
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     else:
@@ -377,4 +431,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as backend.accounts, not as this __main__ copy: the stores other modules
+    # define (backend.db.accounts) raise that module's UsernameTaken, not this copy's.
+    from backend import accounts
+
+    sys.exit(accounts.main())

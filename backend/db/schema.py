@@ -3,12 +3,14 @@
 ``messages.body`` is the message's current state as JSON (what clients get);
 ``updates`` only says *that* message ``seq`` changed at ``rev``, so a delete
 that replaces the body removes the text from the database for good.
+``accounts`` holds who may sign in (fleet mode; embedded files had the same
+table before it was here), so losing Redis costs sessions, never an account.
 Alembic's migrations must produce exactly this (a test compares them).
 """
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, MetaData, PrimaryKeyConstraint, Table, Text, text
+from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, PrimaryKeyConstraint, Table, Text, text
 
 metadata = MetaData()
 
@@ -48,4 +50,19 @@ updates = Table(
     PrimaryKeyConstraint("room", "rev", name="updates_pkey"),
     Index("updates_room_seq", "room", "seq"),
     sqlite_with_rowid=False,
+)
+
+MILLIS = BigInteger().with_variant(Integer(), "sqlite")
+"""Milliseconds since the epoch: BIGINT in PostgreSQL (they overflow INTEGER);
+SQLite's INTEGER is 64-bit already and is what embedded files were made with."""
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", Text, primary_key=True),
+    # stored normalized (``normalize_username`` casefolds it), so unique is case-insensitive
+    Column("username", Text, nullable=False, unique=True),
+    Column("name", Text, nullable=False),
+    Column("password_hash", Text, nullable=False),
+    Column("created_at", MILLIS, nullable=False),
 )

@@ -20,10 +20,11 @@ from alembic.migration import MigrationContext
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from backend.accounts import SqliteAccounts, UsernameTaken
 from backend.db import archive as archive_module
 from backend.db.archive import DEFAULT_EPOCH, Archive
 from backend.db.migrate import upgrade
-from backend.db.schema import messages, metadata, rooms, updates
+from backend.db.schema import accounts, messages, metadata, rooms, updates
 from backend.db.urls import driver_url
 from tests.dbhelpers import changed, message, sent
 from tests.support import ROOT, PostgresServer
@@ -109,6 +110,42 @@ async def test_upgrade_keeps_an_old_embedded_file(tmp_path: Path) -> None:
         assert await archive.write([sent("general", 3)]) == {"general": 3}
     finally:
         await archive.close()
+
+
+async def test_upgrade_keeps_the_accounts_of_an_old_embedded_file(tmp_path: Path) -> None:
+    """A file ``SqliteAccounts`` made before 0003: its accounts and sessions stay, and it still serves them."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(OLD_SQLITE_SCHEMA)
+    old = SqliteAccounts(str(path))
+    await old.open()
+    try:
+        ada = await old.create("ada", "Ada Lovelace", "$argon2id$ada")
+        bob = await old.create("bob", "Bob", "$argon2id$bob")
+        session = await old.start_session(ada.id, 3600)
+    finally:
+        await old.close()
+    url = f"sqlite:///{path}"
+    upgrade(url)
+    # sessions is the embedded store's own table, not the system of record's
+    diffs = await schema_diffs(url)
+    assert [d for d in diffs if not (d[0] == "remove_table" and d[1].name == "sessions")] == []
+    engine = create_async_engine(driver_url(url))
+    try:
+        async with engine.connect() as conn:
+            rows = [tuple(r) for r in await conn.execute(select(accounts).order_by(accounts.c.username))]
+    finally:
+        await engine.dispose()
+    assert rows == [(a.id, a.username, a.name, a.password_hash, a.created_at) for a in (ada, bob)]
+    again = SqliteAccounts(str(path))
+    await again.open()
+    try:
+        assert await again.by_username("ada") == ada and await again.by_id(bob.id) == bob
+        assert await again.session_account(session) == ada.id
+        with pytest.raises(UsernameTaken):
+            await again.create("bob", "another Bob", "h")
+    finally:
+        await again.close()
 
 
 async def test_release_phase_upgrades_database_url(postgres: PostgresServer) -> None:
