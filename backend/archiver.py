@@ -86,6 +86,9 @@ def _event(fields: dict[bytes, bytes]) -> dict[str, Any] | None:
     acknowledged and logged, so it cannot block the stream)."""
     try:
         event = orjson.loads(fields[b"e"])
+        if event.get("type") == "read":  # {"type": "read", "user", "room", "seq"}
+            str(event["user"]), str(event["room"]), int(event["seq"])
+            return event
         message = event["message"]
         int(message["seq"]), str(message["room"]), str(message["user"]["id"])
         if event.get("type") == "update":

@@ -33,6 +33,7 @@ from backend.models import (
     JoinRequest,
     LeaveRequest,
     ReactRequest,
+    ReadRequest,
     SendRequest,
     TypingRequest,
     parse,
@@ -324,6 +325,10 @@ class Chat:
             ack["updates"] = [u for u in changed if u["rev"] <= upto_rev]
             if more:
                 ack["updates_truncated"] = True
+        # a room joined for the first time starts read; after that, the mark says what is new
+        read_seq = await self._store_call(self.store.mark_read(conn.user["id"], room, upto, first=True))
+        ack["read_seq"] = read_seq
+        ack["unread"] = max(0, upto - read_seq)
         ack["members"] = await self._store_call(self.presence.members(room))
         ack["you"] = conn.user
         if self._moderates(conn.user):
@@ -528,6 +533,37 @@ class Chat:
         )
         return {"ok": True}
 
+    async def read(self, sid: str, data: Any) -> dict[str, Any]:
+        """The user has read ``room`` up to ``seq``: kept (forward only) and told to the
+        user's other connections, on every instance, so their unread counts clear too."""
+        req = parse(ReadRequest, data)
+        conn = self.member(sid, req.room)
+        if not conn.typing_bucket.take():
+            raise ChatError("rate_limited", "too many read updates", 429)
+        seq = min(req.seq, self.relay.last(req.room))
+        mark = await self._store_call(self.store.mark_read(conn.user["id"], req.room, seq))
+        if mark == seq:
+            event = {"room": req.room, "seq": mark}
+            await self.sio.emit("read", event, room=self.user_room_of(conn.user), skip_sid=sid)
+        return {"ok": True, "read_seq": mark}
+
+    async def my_rooms(self, user: User) -> list[dict[str, Any]]:
+        """The rooms a user has joined, with how far they read and what is unread."""
+        marks = await self._store_call(self.store.reads_of(user["id"]))
+        names = sorted(marks)
+        lasts = await self._store_call(self.store.last_seqs(names))
+        return [
+            {
+                "room": name,
+                "unread": max(0, last - marks[name]),
+                "last_seq": last,
+                "read_seq": marks[name],
+                "private": False,
+                "dm": False,
+            }
+            for name, last in zip(names, lasts, strict=True)
+        ]
+
     async def history(self, sid: str, data: Any) -> dict[str, Any]:
         req = parse(HistoryRequest, data)
         self.connection(sid)
@@ -611,6 +647,10 @@ class Chat:
 
     def mention_room_of(self, user: User) -> str:
         return mention_room(user["name"])
+
+    def user_room_of(self, user: User) -> str:
+        """The Socket.IO room of all of a user's connections, on every instance (read marks)."""
+        return "user:" + user["id"]
 
 
 async def run_periodically(interval: float, fn: Callable[[], Any], what: str) -> None:

@@ -40,6 +40,7 @@ def register(sio: socketio.AsyncServer, chat: Chat) -> None:
             raise socketio.exceptions.ConnectionRefusedError(exc.detail, exc.ack()) from None
         chat.open_connection(sid, user, session)
         await sio.enter_room(sid, chat.mention_room_of(user))
+        await sio.enter_room(sid, chat.user_room_of(user))
 
     @sio.event
     async def disconnect(sid: str, reason: Any = None, *extra: Any) -> Any:
@@ -98,7 +99,7 @@ def register(sio: socketio.AsyncServer, chat: Chat) -> None:
 
         return handle
 
-    for name in ("join", "leave", "message", "typing", "history", "edit", "delete", "react"):
+    for name in ("join", "leave", "message", "typing", "history", "edit", "delete", "react", "read"):
         sio.on(name, handler(getattr(chat, name)))
 
     @sio.on("*")

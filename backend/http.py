@@ -237,6 +237,30 @@ def _change_route(fn: Any) -> Any:
     return validate_response(ChangedOut)(fn)
 
 
+class MyRoomOut(BaseModel):
+    room: str
+    unread: int
+    last_seq: int
+    read_seq: int
+    private: bool
+    dm: bool
+
+
+class MyRoomsOut(BaseModel):
+    ok: bool = True
+    rooms: list[MyRoomOut]
+
+
+@api.get("/api/me/rooms")
+@validate_response(MyRoomsOut)
+@document_response(ErrorOut, 401)
+@document_response(ErrorOut, 503)
+async def my_rooms() -> MyRoomsOut:
+    """The rooms of the signed-in user (Bearer), with unread counts as of their read marks."""
+    user = await _signed_in()
+    return MyRoomsOut(rooms=[MyRoomOut(**r) for r in await _chat().my_rooms(user)])
+
+
 @api.patch("/api/rooms/<room>/messages/<message_id>")
 @validate_request(HttpEdit)
 @_change_route

@@ -128,6 +128,11 @@ class TypingRequest(Payload):
     typing: bool
 
 
+class ReadRequest(Payload):
+    room: RoomName
+    seq: int = Field(ge=0, le=2**53)
+
+
 class HistoryRequest(Payload):
     room: RoomName
     before: MessageId | None = None

@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from backend.db.schema import messages, rooms, updates
+from backend.db.schema import messages, reads, rooms, updates
 from backend.db.urls import driver_url, is_sqlite
 
 Message = dict[str, Any]
@@ -91,7 +91,7 @@ class Archive:
     async def write(self, events: list[dict[str, Any]]) -> dict[str, int]:
         """Store a batch in one transaction; ``{room: archived_seq}`` of the rooms it touched."""
         batch = _Batch(events)
-        if not batch.rooms:
+        if not batch.rooms and not batch.reads:
             return {}
         try:
             async with self.engine.begin() as conn:
@@ -103,6 +103,17 @@ class Archive:
                 return await self._write(conn, batch, resolve_dedupe=True)
 
     async def _write(self, conn: AsyncConnection, batch: _Batch, resolve_dedupe: bool) -> dict[str, int]:
+        if batch.reads:  # read marks only move forward, whatever order they arrive in
+            ins = self._insert(reads)
+            await conn.execute(
+                ins.on_conflict_do_update(
+                    index_elements=[reads.c.user_id, reads.c.room],
+                    set_={"seq": self._greatest(reads.c.seq, ins.excluded.seq)},
+                ),
+                list(batch.reads.values()),
+            )
+        if not batch.rooms:
+            return {}
         # The room rows first, in name order: their row locks serialise writers
         # of one room, so each sees the other's messages when it walks archived_seq.
         ins = self._insert(rooms)
@@ -206,6 +217,12 @@ class Archive:
             row = (await conn.execute(query)).first()
         return None if row is None else (int(row[0]), int(row[1]), int(row[2]))
 
+    async def reads_of(self, user_id: str) -> dict[str, int]:
+        """How far ``user_id`` has read in each room it has read in."""
+        query = select(reads.c.room, reads.c.seq).where(reads.c.user_id == user_id)
+        async with self.engine.connect() as conn:
+            return {room: int(seq) for room, seq in await conn.execute(query)}
+
     async def rooms(self) -> list[str]:
         async with self.engine.connect() as conn:
             return list((await conn.execute(select(rooms.c.name).order_by(rooms.c.name))).scalars())
@@ -220,10 +237,17 @@ class _Batch:
         self.messages: dict[tuple[str, int], dict[str, Any]] = {}
         self.updates: dict[tuple[str, int], dict[str, Any]] = {}
         self.rooms: dict[str, dict[str, Any]] = {}
+        self.reads: dict[tuple[str, str], dict[str, Any]] = {}
         for event in events:
             self.add(event)
 
     def add(self, event: dict[str, Any]) -> None:
+        if event.get("type") == "read":
+            key = (str(event["user"]), str(event["room"]))
+            known = self.reads.get(key)
+            if known is None or known["seq"] < int(event["seq"]):
+                self.reads[key] = {"user_id": key[0], "room": key[1], "seq": int(event["seq"])}
+            return
         message = event["message"]
         room, seq = str(message["room"]), int(message["seq"])
         is_update = event.get("type") == "update"

@@ -66,3 +66,14 @@ accounts = Table(
     Column("password_hash", Text, nullable=False),
     Column("created_at", MILLIS, nullable=False),
 )
+
+reads = Table(
+    "reads",
+    metadata,
+    Column("user_id", Text, nullable=False),
+    Column("room", Text, nullable=False),
+    # the last message seq the user has read in the room; it only moves forward
+    Column("seq", BigInteger, nullable=False),
+    PrimaryKeyConstraint("user_id", "room", name="reads_pkey"),
+    sqlite_with_rowid=False,
+)

@@ -146,5 +146,15 @@ class MessageStore(abc.ABC):
         return [i.last_seq if i else 0 for i in infos]
 
     @abc.abstractmethod
+    async def mark_read(self, user_id: str, room: str, seq: int, first: bool = False) -> int:
+        """Record that ``user_id`` has read ``room`` up to ``seq``; it only moves forward.
+        With ``first`` (a join) it is set only where the user has no mark yet, so a room
+        joined for the first time starts read. Returns the user's mark now."""
+
+    @abc.abstractmethod
+    async def reads_of(self, user_id: str) -> dict[str, int]:
+        """Every room ``user_id`` has a read mark in, and the mark."""
+
+    @abc.abstractmethod
     async def rooms(self) -> list[str]:
         """Every room that exists."""

@@ -282,6 +282,17 @@ end
 return {1, event}
 """
 
+_READ = """
+-- a user's read mark in a room: forward only; with ARGV[3] = '1' (a join) set only if absent.
+-- With an archive, a mark Redis does not have may be in it: {-1} asks the caller to seed it first.
+local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]))
+if not cur and ARGV[4] == '1' and ARGV[5] ~= '1' then return {-1, 0} end
+if cur and (ARGV[3] == '1' or cur >= tonumber(ARGV[2])) then return {0, cur} end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if ARGV[4] == '1' then redis.call('XADD', KEYS[2], '*', 'e', ARGV[6]) end
+return {1, tonumber(ARGV[2])}
+"""
+
 _MIGRATE = """
 -- the first release kept a room in a stream (entry ids <seq>-0): copy it into the hash
 local entries = redis.call('XRANGE', KEYS[1], '-', '+')
@@ -322,6 +333,11 @@ def _change_keys(room: str) -> tuple[str, str]:
     """The room's update rev counter and its updates (rev -> "<seq> <kind>")."""
     tag = "{" + room + "}"
     return f"fc:{tag}:rev", f"fc:{tag}:upd"
+
+
+def _reads_key(user_id: str) -> str:
+    """A user's read marks, room -> seq (one hash per user, all rooms)."""
+    return "fc:reads:{" + user_id + "}"
 
 
 def _refused(code: int, body: bytes) -> None:
@@ -401,6 +417,7 @@ class RedisStore(MessageStore):
             "updates": _UPDATES,
             "epoch": _RENEW_EPOCH,
             "seed": _SEED,
+            "read": _READ,
         }
         for name, source in scripts.items():
             self._scripts[name] = self.redis.register_script(source)
@@ -580,6 +597,39 @@ class RedisStore(MessageStore):
         if self.on_epoch is not None:  # pub/sub skips this instance: it learns here
             self.on_epoch(event)
         return event["epoch"]
+
+    async def mark_read(self, user_id: str, room: str, seq: int, first: bool = False) -> int:
+        key = _reads_key(user_id)
+        event = orjson.dumps({"type": "read", "user": user_id, "room": room, "seq": seq})
+        args = [room, seq, "1" if first else "0", self._archiving, "0", event]
+        code, value = await self._call("read", [key, ARCHIVE_KEY], args)
+        if code == -1:  # Redis lost it (or never had it): the archive's mark first
+            await self._seed_reads(user_id)
+            args[4] = "1"
+            code, value = await self._call("read", [key, ARCHIVE_KEY], args)
+        return int(value)
+
+    async def reads_of(self, user_id: str) -> dict[str, int]:
+        try:
+            marks = await self._r().hgetall(_reads_key(user_id))
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+        if not marks and self.archive is not None:
+            return await self._seed_reads(user_id)
+        return {room.decode(): int(seq) for room, seq in marks.items()}
+
+    async def _seed_reads(self, user_id: str) -> dict[str, int]:
+        """Put the archive's read marks of a user back into Redis (never lowering one)."""
+        marks = await self._archive_read(self.archive.reads_of(user_id)) if self.archive is not None else {}
+        if marks:
+            try:
+                async with self._r().pipeline(transaction=True) as pipe:
+                    for room, seq in marks.items():
+                        pipe.hsetnx(_reads_key(user_id), room, seq)
+                    await pipe.execute()
+            except (RedisError, OSError) as exc:
+                raise StoreUnavailable(f"redis: {exc}") from exc
+        return marks
 
     async def epoch_start(self, room: str) -> tuple[int, int]:
         try:

@@ -15,6 +15,7 @@ import secrets
 import sqlite3
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -39,7 +40,17 @@ _PRAGMAS = "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
 """Write-ahead log: readers never wait for the writer, and one fsync per group commit."""
 
 _AppendRequest = tuple[str, dict[str, str], str, str, int, int | None]
-_Request = _AppendRequest | Change
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    user_id: str
+    room: str
+    seq: int
+    first: bool
+
+
+_Request = _AppendRequest | Change | _Read
 CHANGE_IDS = 100_000
 """Recent ``(room, user, client_id)`` of changes remembered for dedupe (a resent edit)."""
 
@@ -103,6 +114,16 @@ class SqliteStore(MessageStore):
     async def change(self, change: Change) -> ChangeResult:
         return await self._queue(change)
 
+    async def mark_read(self, user_id: str, room: str, seq: int, first: bool = False) -> int:
+        return await self._queue(_Read(user_id, room, seq, first))
+
+    async def reads_of(self, user_id: str) -> dict[str, int]:
+        def read() -> dict[str, int]:
+            assert self._db is not None
+            return dict(self._db.execute("SELECT room, seq FROM reads WHERE user_id = ?", (user_id,)).fetchall())
+
+        return await self._run(read)
+
     async def _queue(self, request: _Request) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((request, future))
@@ -140,21 +161,24 @@ class SqliteStore(MessageStore):
             self._rooms[room] = row
         return row
 
-    def _write_batch(self, batch: list[_Request]) -> list[AppendResult | ChangeResult | ChatError]:
+    def _write_batch(self, batch: list[_Request]) -> list[AppendResult | ChangeResult | int | ChatError]:
         db = self._db
         assert db is not None
-        results: list[AppendResult | ChangeResult | ChatError] = []
+        results: list[AppendResult | ChangeResult | int | ChatError] = []
         touched: set[str] = set()
         remembered: list[tuple[tuple[str, str, str], tuple[int, int]]] = []
         db.execute("BEGIN IMMEDIATE")
         try:
             for request in batch:
                 try:
-                    if isinstance(request, Change):
+                    if isinstance(request, _Read):
+                        results.append(self._write_read(db, request))
+                    elif isinstance(request, Change):
                         results.append(self._write_change(db, request, remembered))
+                        touched.add(request.room)
                     else:
                         results.append(self._write_message(db, *request))
-                    touched.add(request.room if isinstance(request, Change) else request[0])
+                        touched.add(request[0])
                 except ChatError as exc:
                     results.append(exc)
             for room in touched:
@@ -173,6 +197,18 @@ class SqliteStore(MessageStore):
             if len(self._change_ids) > CHANGE_IDS:
                 self._change_ids.popitem(last=False)
         return results
+
+    @staticmethod
+    def _write_read(db: sqlite3.Connection, read: _Read) -> int:
+        row = db.execute("SELECT seq FROM reads WHERE user_id = ? AND room = ?", (read.user_id, read.room)).fetchone()
+        if row is not None and (read.first or row[0] >= read.seq):
+            return int(row[0])
+        db.execute(
+            "INSERT INTO reads (user_id, room, seq) VALUES (?, ?, ?)"
+            " ON CONFLICT (user_id, room) DO UPDATE SET seq = excluded.seq",
+            (read.user_id, read.room, read.seq),
+        )
+        return read.seq
 
     def _write_message(
         self,

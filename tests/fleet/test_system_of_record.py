@@ -138,3 +138,37 @@ async def test_after_redis_loses_everything_seq_continues_from_the_archive(recor
         assert [m["seq"] for m in client.messages(r)][-2:] == [150, 151]
     page = await reader.call("history", {"room": r, "limit": 3})
     assert [m["text"] for m in page["messages"]] == ["m0148", "m0149", "after the loss"]
+
+
+async def test_read_marks_survive_a_redis_data_loss(recorded_fleet, clients, private_redis):
+    from tests.security.helpers import request
+    from tests.support import new_account
+
+    a, _ = recorded_fleet
+    r = room()
+    me = new_account(a.url)
+    client = await clients(a.url, me["user"]["username"], token=me["token"])
+    await client.join(r)
+    await send_many(client, r, 10)
+    assert (await client.call("read", {"room": r, "seq": 6}))["read_seq"] == 6
+
+    async def archived_all() -> bool:
+        return await archived(private_redis.url, r) == 10
+
+    await async_wait_for(archived_all, timeout=30, what="the messages archived")
+    await async_wait_for(
+        lambda: http_get(a.url + "/metrics")[1].count(b"fleetchat_archive_lag 0.0") == 1,
+        timeout=30,
+        what="the archiver to catch up",
+    )
+    private_redis.command("FLUSHALL")
+    await client.close()
+    # the sign-in sessions were in Redis: sign in again (the account is in PostgreSQL)
+    login = {"username": me["user"]["username"], "password": "correct horse battery"}
+    status, _, body = request(a.url + "/api/auth/login", "POST", login)
+    assert status == 200, body
+    client = await clients(a.url, me["user"]["username"], token=body["token"])
+    ack = await client.join(r)
+    while not ack.get("ok"):
+        ack = await client.call("join", {"room": r})
+    assert (ack["read_seq"], ack["unread"]) == (6, 4)

@@ -48,6 +48,12 @@ class ListStore(MessageStore):
     async def changed_since(self, room, after_rev, upto_seq, limit):  # type: ignore[override]
         raise NotImplementedError
 
+    async def mark_read(self, user_id, room, seq, first=False):  # type: ignore[override]
+        raise NotImplementedError
+
+    async def reads_of(self, user_id):  # type: ignore[override]
+        raise NotImplementedError
+
 
 def make(gap_wait: float = 0.01) -> tuple[Relay, ListStore, list[int]]:
     store = ListStore()

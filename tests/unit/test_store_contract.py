@@ -302,3 +302,15 @@ async def test_an_embedded_file_of_the_first_release_opens_with_its_history_and_
     assert edited.created and edited.update["rev"] == 1
     assert (await s.append("general", BOB, "new", "c2", 8)).message["seq"] == 2
     await s.close()
+
+
+async def test_read_marks_only_move_forward_and_a_first_join_starts_read(store):
+    r, user = room(), "acct-" + uuid.uuid4().hex[:6]
+    assert await store.mark_read(user, r, 7, first=True) == 7
+    assert await store.mark_read(user, r, 9, first=True) == 7, "a later join keeps the mark"
+    assert await store.mark_read(user, r, 5) == 7
+    assert await store.mark_read(user, r, 12) == 12
+    other = room()
+    await store.mark_read(user, other, 3)
+    assert await store.reads_of(user) == {r: 12, other: 3}
+    assert await store.reads_of("nobody-" + uuid.uuid4().hex) == {}
