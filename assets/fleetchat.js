@@ -48,6 +48,8 @@ const HISTORY_PAGE = 50;
 // shown), so what a message costs stays bounded by this window.
 const WINDOW = 150;
 const TYPING_IDLE_MS = 3000;
+// Read marks are sent at most this often (the newest one wins).
+const READ_EVERY_MS = 1000;
 const TYPING_SHOWN_MS = 6000;
 // The room directory (other rooms and their member counts) is a convenience:
 // polled this often, and only while the tab is in view (2,000 tabs at 5 s were
@@ -88,7 +90,10 @@ class ChatEngine {
       epochs: {},
       more: {},
       revs: {}, // room -> the last update rev applied
+      reads: {}, // room -> how far this user has read (the server's mark, from any device)
     };
+    this.divider = {}; // room -> the read mark when the room was opened: "new messages" below it
+    this.readSent = {}; // room -> the last read mark sent on this connection
     this.logs = {};
     this.you = null; // the user object the backend knows this tab as (the join ack's `you`)
     this.moderator = false;
@@ -109,6 +114,7 @@ class ChatEngine {
     this.authBusy = false;
     this.showSignup = false;
     this.lineCache = new WeakMap();
+    this.flagCache = new WeakMap();
     this.window = {}; // room -> lines shown (WINDOW unless the person asked for older)
     this.view = this.computeView();
     this.dirty = false;
@@ -143,7 +149,8 @@ class ChatEngine {
   /** Chat as `who` from now on; another identity than before starts from a clean slate. */
   become(who, name) {
     if (who !== this.s.who) {
-      this.s = { ...this.s, who, name, joined: [], outbox: [], unread: {}, epochs: {}, more: {}, revs: {} };
+      this.s = { ...this.s, who, name, joined: [], outbox: [], unread: {}, epochs: {}, more: {}, revs: {}, reads: {} };
+      this.divider = {};
       this.you = null;
       this.moderator = false;
       this.editing = "";
@@ -244,11 +251,25 @@ class ChatEngine {
         can_edit: mine && !deleted,
         can_delete: (mine || this.moderator) && !deleted,
         editing: false,
+        first_unread: false,
       };
       this.lineCache.set(message, line);
     }
-    if (line.id === this.editing && !line.deleted) return { ...line, editing: true };
-    return line;
+    const divider = this.divider[message.room];
+    const firstUnread = divider !== undefined && message.seq === divider + 1 && !line.own;
+    return this.decorate(line, line.id === this.editing && !line.deleted, firstUnread);
+  }
+
+  /** A line with what depends on the view, not the message (being edited, the first unread):
+   * the same object while that stays the same, so the page re-renders nothing. */
+  decorate(line, editing, firstUnread) {
+    if (!editing && !firstUnread) return line;
+    const key = `${editing}|${firstUnread}`;
+    const hit = this.flagCache.get(line);
+    if (hit?.key === key) return hit.line;
+    const decorated = { ...line, editing, first_unread: firstUnread };
+    this.flagCache.set(line, { key, line: decorated });
+    return decorated;
   }
 
   computeView() {
@@ -282,6 +303,7 @@ class ChatEngine {
             can_edit: false,
             can_delete: false,
             editing: false,
+            first_unread: false,
           };
           this.lineCache.set(item, line);
         }
@@ -453,6 +475,12 @@ class ChatEngine {
     if (this.s.room !== room) {
       this.editing = "";
       this.replyTo = "";
+      // "New messages" below what was read before this visit (none when all was read)
+      const log = this.logs[room] ?? [];
+      const read = this.s.reads[room];
+      const last = log.length ? log[log.length - 1].seq : 0;
+      if (read !== undefined && read < last) this.divider[room] = read;
+      else delete this.divider[room];
     }
     this.s.room = room;
     delete this.s.unread[room];
@@ -726,6 +754,8 @@ class ChatEngine {
       keyedAt: 0,
       directoryAt: 0,
       retryAt: 0,
+      readSent: {},
+      readAt: 0,
       down: null,
     };
     conn.down = new Promise((_, reject) => {
@@ -739,12 +769,14 @@ class ChatEngine {
     socket.on("message", (data) => this.onMessage(conn, data));
     socket.on("update", (data) => this.onUpdate(data));
     socket.on("epoch", (data) => this.onEpoch(data));
+    socket.on("read", (data) => this.onRead(data));
     socket.on("presence", (data) => this.onPresence(data));
     socket.on("typing", (data) => this.onTyping(data));
     socket.on("notification", (data) => this.onNotification(data));
     while (socket.connected) {
       await this.reconcile(conn);
       await this.typingTick(conn);
+      await this.readTick(conn);
       if (Date.now() - conn.directoryAt > DIRECTORY_EVERY_MS && document.visibilityState !== "hidden") {
         conn.directoryAt = Date.now();
         this.refreshDirectory();
@@ -832,6 +864,12 @@ class ChatEngine {
       if (isUpdate(update)) this.logs[room] = applyState(this.logs[room], update.message)[0];
     }
     if (Number.isInteger(ack.rev)) this.s.revs[room] = Math.max(this.s.revs[room] ?? 0, ack.rev);
+    if (Number.isInteger(ack.read_seq)) {
+      // The server's mark, whichever device moved it: unread counts agree everywhere.
+      this.s.reads[room] = ack.read_seq;
+      if (room !== this.s.room && Number.isInteger(ack.unread)) this.s.unread[room] = ack.unread;
+      if (room === this.s.room && this.divider[room] === undefined && ack.unread > 0) this.divider[room] = ack.read_seq;
+    }
     if (Array.isArray(ack.members)) this.members[room] = ack.members;
     if (ack.you && typeof ack.you.id === "string" && ack.you.id !== this.you?.id) {
       this.you = ack.you;
@@ -987,6 +1025,41 @@ class ChatEngine {
       }
     }
     if (expired) this.changed();
+  }
+
+  /** Tell the server how far this user has read the room on screen (while the tab is in
+   * view), at most once a second; its other tabs and devices clear their counts. */
+  async readTick(conn) {
+    const room = this.s.room;
+    if (!conn.inRooms.has(room) || document.visibilityState === "hidden") return;
+    const log = this.logs[room] ?? [];
+    const last = log.length ? log[log.length - 1].seq : 0;
+    if (last <= (this.s.reads[room] ?? 0) || last <= (conn.readSent[room] ?? 0)) return;
+    if (Date.now() - (conn.readAt ?? 0) < READ_EVERY_MS) return;
+    conn.readAt = Date.now();
+    conn.readSent[room] = last;
+    const ack = await this.call(conn, "read", { room, seq: last });
+    if (ack.ok && Number.isInteger(ack.read_seq)) {
+      this.s.reads[room] = Math.max(this.s.reads[room] ?? 0, ack.read_seq);
+      this.save();
+    }
+  }
+
+  /** This user read a room on another tab or device. */
+  onRead(data) {
+    const room = data?.room;
+    if (!this.s.joined.includes(room) || !Number.isInteger(data.seq)) return;
+    if (data.seq <= (this.s.reads[room] ?? 0)) return;
+    this.s.reads[room] = data.seq;
+    const log = this.logs[room] ?? [];
+    const last = log.length ? log[log.length - 1].seq : 0;
+    if (room !== this.s.room) {
+      const unread = Math.max(0, last - data.seq);
+      if (unread) this.s.unread[room] = unread;
+      else delete this.s.unread[room];
+    }
+    this.save();
+    this.changed();
   }
 
   /** Tell the room when this tab starts and stops typing. */

@@ -73,6 +73,8 @@ class ChatLine:
     can_edit: bool
     can_delete: bool
     editing: bool
+    first_unread: bool
+    """The first message after the user's read mark when the room was opened: a "New messages" line above it."""
 
 
 @dataclasses.dataclass

@@ -87,9 +87,24 @@ def edit_form(line: rx.Var[chat.ChatLine]) -> rx.Component:
     )
 
 
+def new_messages_divider() -> rx.Component:
+    return rx.hstack(
+        rx.separator(flex="1", color_scheme="red"),
+        rx.text("New messages", size="1", color_scheme="red", weight="bold"),
+        rx.separator(flex="1", color_scheme="red"),
+        class_name="new-messages",
+        align="center",
+        width="100%",
+    )
+
+
 @rx.memo
 def message_line(line: rx.Var[chat.ChatLine], rest: rx.RestProp) -> rx.Component:
     """One message. Memoized: a new message renders one line, not the whole list."""
+    return rx.fragment(rx.cond(line.first_unread, new_messages_divider()), bubble(line))
+
+
+def bubble(line: rx.Var[chat.ChatLine]) -> rx.Component:
     return rx.box(
         rx.hstack(
             rx.text(line.user, size="1", weight="bold", class_name="msg-user", style=TEXT_STYLE),
