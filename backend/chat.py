@@ -547,6 +547,11 @@ class Chat:
             await self.sio.emit("read", event, room=self.user_room_of(conn.user), skip_sid=sid)
         return {"ok": True, "read_seq": mark}
 
+    async def readable(self, user: User, rooms: list[str]) -> list[str]:
+        """Those of ``rooms`` that ``user`` may read (search, the room list): every one
+        while all rooms are public; private rooms and DMs only for their members."""
+        return list(rooms)
+
     async def my_rooms(self, user: User) -> list[dict[str, Any]]:
         """The rooms a user has joined, with how far they read and what is unread."""
         marks = await self._store_call(self.store.reads_of(user["id"]))
