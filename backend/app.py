@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None) -> tuple[Any, Quart, Chat]:
         manager.on_resubscribe = _count_resubscribes(metrics, chat.sweep_soon)
         manager.on_revoke = chat.end_session_here
         manager.on_epoch = chat.apply_epoch
+        manager.on_evict = chat.evict_here
     if isinstance(store, RedisStore):
         store.on_epoch = chat.apply_epoch
     register(sio, chat)

@@ -8,6 +8,7 @@ whether the store and presence live in SQLite and memory or in Redis.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import uuid
@@ -20,18 +21,21 @@ import socketio
 
 from backend.auth import Identity
 from backend.config import Settings
-from backend.fanout import REVOKE_EVENT, REVOKE_ROOM, Fanout
+from backend.fanout import EVICT_EVENT, REVOKE_EVENT, REVOKE_ROOM, Fanout
 from backend.lifecycle import Change, Kind
 from backend.limits import ConnectLimiter, KeyedBuckets, TokenBucket
 from backend.mentions import mention_room, mentioned, notification
 from backend.metrics import Metrics
 from backend.models import (
     ChatError,
+    CreateRequest,
     DeleteRequest,
+    DmRequest,
     EditRequest,
     HistoryRequest,
     JoinRequest,
     LeaveRequest,
+    MemberRequest,
     ReactRequest,
     ReadRequest,
     SendRequest,
@@ -41,7 +45,7 @@ from backend.models import (
 )
 from backend.presence import Presence, User
 from backend.relay import Relay
-from backend.store.base import Message, MessageStore, RateLimited, RoomInfo, StoreUnavailable, Update
+from backend.store.base import Message, MessageStore, RateLimited, RoomAccess, RoomInfo, StoreUnavailable, Update
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +73,15 @@ class Connection:
     """The sign-in session of the token it connected with (None: a guest or an operator's token)."""
 
 
+def dm_room(a: str, b: str) -> str:
+    """The one room of two users' direct messages, whichever of them asks (a slug)."""
+    return "dm-" + hashlib.sha256("\n".join(sorted((a, b))).encode()).hexdigest()[:32]
+
+
+def RoomExists(room: str) -> ChatError:
+    return ChatError("room_exists", f"a room named {room!r} exists already", 409)
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -84,6 +97,8 @@ class Chat:
         self.metrics = metrics
         self.relay = Relay(store, self._deliver, on_regress=self._regressed)
         self.updates = Relay(store, self._deliver_update, stream="updates", on_regress=self._regressed)
+        self._access_cache: dict[str, RoomAccess | None] = {}
+        """Each room's kind once looked up (it never changes once the room exists)."""
         self._epochs: dict[str, str] = {}
         """The epoch of each room with a local listener: when the store's differs, its
         history was lost and began again, and the relays start over (``_new_epoch``)."""
@@ -132,12 +147,162 @@ class Chat:
             raise ChatError("unauthorized", "not connected")
         return conn
 
-    def member(self, sid: str, room: str) -> Connection:
-        """The connection of ``sid``, which must have joined ``room``."""
+    async def member(self, sid: str, room: str) -> Connection:
+        """The connection of ``sid``, which must have joined ``room``. Joining checked the
+        right to read it, and losing that right (a kick) takes the room off the
+        connection, so the hot path asks nothing more; a refusal says which it is."""
         conn = self.connection(sid)
         if room not in conn.rooms:
+            await self.check_readable(conn.user, room)
             raise ChatError("not_in_room", f"join {room!r} first: not in that room")
         return conn
+
+    # -- private rooms and direct messages ----------------------------------------------
+
+    async def room_access(self, room: str) -> RoomAccess | None:
+        """How ``room`` is closed (None: public). A room's kind never changes once it exists,
+        so the answer is kept: after the first look, a join of a busy room asks nothing."""
+        if room in self._access_cache:
+            return self._access_cache[room]
+        access = await self._store_call(self.store.access(room))
+        if access is not None or await self._store_call(self.store.room_info(room, create=False)) is not None:
+            if len(self._access_cache) > 100_000:
+                self._access_cache.clear()
+            self._access_cache[room] = access
+        return access
+
+    async def can_read(self, user: User, room: str) -> bool:
+        if await self.room_access(room) is None:
+            return True
+        return await self._store_call(self.store.is_member(room, user["id"]))
+
+    async def check_readable(self, user: User, room: str) -> RoomAccess | None:
+        access = await self.room_access(room)
+        if access is not None and not await self._store_call(self.store.is_member(room, user["id"])):
+            raise ChatError("forbidden", f"{room!r} is private: members only", 403)
+        return access
+
+    def _account(self, user: User) -> None:
+        if user.get("guest") or not user.get("username"):
+            raise ChatError("forbidden", "sign in with an account for private rooms and direct messages", 403)
+
+    async def _account_named(self, username: str) -> Any:
+        assert self.identity is not None
+        try:
+            account = await self.identity.accounts.by_username(username)
+        except StoreUnavailable:
+            raise ChatError("unavailable", "accounts are unreachable right now, retry shortly", 503) from None
+        if account is None:
+            raise ChatError("not_found", f"no account {username!r}", 404)
+        return account
+
+    async def create(self, sid: str, data: Any) -> dict[str, Any]:
+        """Create a room; a private one has its creator as owner and first member."""
+        req = parse(CreateRequest, data)
+        conn = self.connection(sid)
+        exists = RoomExists(req.room)
+        if not req.private:
+            if await self._store_call(self.store.room_info(req.room, create=False)) is not None:
+                raise exists
+            await self._store_call(self.store.room_info(req.room))
+            return {"ok": True, "room": req.room, "private": False}
+        self._account(conn.user)
+        created = await self._store_call(
+            self.store.create_private(req.room, RoomAccess(owner=conn.user["id"]), [conn.user["id"]])
+        )
+        if not created:
+            raise exists
+        self._access_cache.pop(req.room, None)
+        await self._tell_membership(conn.user["id"], {"room": req.room, "private": True, "dm": False, "added": True})
+        return {"ok": True, "room": req.room, "private": True}
+
+    async def dm(self, sid: str, data: Any) -> dict[str, Any]:
+        """The direct-message room of two accounts: the same whichever of the two asks."""
+        req = parse(DmRequest, data)
+        conn = self.connection(sid)
+        self._account(conn.user)
+        peer = await self._account_named(req.user)
+        if peer.id == conn.user["id"]:
+            raise ChatError("bad_request", "that is you: message someone else", 400)
+        room = dm_room(conn.user["id"], peer.id)
+        pair = [conn.user["id"], peer.id]
+        if await self.room_access(room) is None:
+            created = await self._store_call(self.store.create_private(room, RoomAccess(dm=True), pair))
+            if not created and await self._store_call(self.store.access(room)) is None:
+                raise RoomExists(room)  # a public room took the name: cannot happen with dm- names
+            self._access_cache.pop(room, None)
+        me = {"id": conn.user["id"], "name": conn.user["name"], "username": conn.user.get("username")}
+        them = peer.public()
+        await self._tell_membership(peer.id, {"room": room, "private": True, "dm": True, "added": True, "peer": me})
+        await self._tell_membership(
+            conn.user["id"], {"room": room, "private": True, "dm": True, "added": True, "peer": them}
+        )
+        return {"ok": True, "room": room, "peer": them}
+
+    async def _owner_or_moderator(self, conn: Connection, room: str) -> RoomAccess:
+        access = await self.check_readable(conn.user, room)
+        if access is None or access.dm:
+            raise ChatError("bad_request", f"{room!r} is not a private room", 400)
+        if access.owner != conn.user["id"] and not self._moderates(conn.user):
+            raise ChatError("forbidden", "only the room's owner or a moderator can do that", 403)
+        return access
+
+    async def invite(self, sid: str, data: Any) -> dict[str, Any]:
+        req = parse(MemberRequest, data)
+        conn = self.connection(sid)
+        await self._owner_or_moderator(conn, req.room)
+        account = await self._account_named(req.user)
+        if await self._store_call(self.store.set_member(req.room, account.id, True)):
+            await self._tell_membership(account.id, {"room": req.room, "private": True, "dm": False, "added": True})
+        return {"ok": True}
+
+    async def kick(self, sid: str, data: Any) -> dict[str, Any]:
+        req = parse(MemberRequest, data)
+        conn = self.connection(sid)
+        access = await self._owner_or_moderator(conn, req.room)
+        account = await self._account_named(req.user)
+        if account.id == access.owner:
+            raise ChatError("forbidden", "the owner cannot be removed", 403)
+        await self._remove_member(req.room, account.id)
+        return {"ok": True}
+
+    async def _remove_member(self, room: str, user_id: str) -> None:
+        """End a membership: the store first (nothing can rejoin), then every socket of that
+        user leaves the room at once, on this instance and, through pub/sub, all others."""
+        await self._store_call(self.store.set_member(room, user_id, False))
+        event = {"room": room, "user": user_id}
+        await self.evict_here(event)
+        await self.sio.emit(EVICT_EVENT, event, room=REVOKE_ROOM)
+        await self._tell_membership(user_id, {"room": room, "removed": True})
+
+    async def evict_here(self, event: dict[str, Any]) -> None:
+        """This instance's connections of ``event["user"]`` leave ``event["room"]``."""
+        room, user_id = event.get("room"), event.get("user")
+        if not isinstance(room, str) or not isinstance(user_id, str):
+            return
+        for sid, conn in list(self.connections.items()):
+            if conn.user["id"] != user_id or room not in conn.rooms:
+                continue
+            closer = self.closers.get(sid)
+            if closer is not None:  # a /ws bridge lives in one room: it ends
+                closer()
+                continue
+            await self.sio.leave_room(sid, room)
+            await self._leave_room(sid, conn, room)
+
+    async def _tell_membership(self, user_id: str, event: dict[str, Any]) -> None:
+        """A user's rooms changed (invited, removed, a new DM): every connection of theirs hears it."""
+        await self.sio.emit("membership", event, room="user:" + user_id)
+
+    async def leave(self, sid: str, data: Any) -> dict[str, Any]:
+        req = parse(LeaveRequest, data)
+        conn = await self.member(sid, req.room)
+        await self.sio.leave_room(sid, req.room)
+        await self._leave_room(sid, conn, req.room)
+        access = await self.room_access(req.room)
+        if req.forget and access is not None and not access.dm:
+            await self._remove_member(req.room, conn.user["id"])  # leaving a private room for good
+        return {"ok": True}
 
     async def close_connection(self, sid: str) -> None:
         conn = self.connections.pop(sid, None)
@@ -306,6 +471,7 @@ class Chat:
             raise ChatError("too_many_rooms", f"at most {self.settings.max_rooms_per_connection} rooms per connection")
         conn.joining.add(room)  # reserved before the first await: concurrent joins see it
         try:
+            access = await self.check_readable(conn.user, room)
             info = await self._store_call(self.store.room_info(room))
             if self.connections.get(sid) is not conn:
                 raise ChatError("unauthorized", "disconnected while joining")
@@ -331,6 +497,10 @@ class Chat:
         ack["unread"] = max(0, upto - read_seq)
         ack["members"] = await self._store_call(self.presence.members(room))
         ack["you"] = conn.user
+        if access is not None:
+            ack["private"] = True
+            ack["dm"] = access.dm
+            ack["owner"] = access.owner
         if self._moderates(conn.user):
             ack["moderator"] = True
         return ack
@@ -362,13 +532,6 @@ class Chat:
             if first:
                 await self._emit_presence(room, joined=conn.user)
         return history, upto, upto_rev
-
-    async def leave(self, sid: str, data: Any) -> dict[str, Any]:
-        req = parse(LeaveRequest, data)
-        conn = self.member(sid, req.room)
-        await self.sio.leave_room(sid, req.room)
-        await self._leave_room(sid, conn, req.room)
-        return {"ok": True}
 
     async def _leave_room(self, sid: str, conn: Connection, room: str) -> None:
         conn.rooms.discard(room)
@@ -414,7 +577,7 @@ class Chat:
 
     async def message(self, sid: str, data: Any) -> dict[str, Any]:
         req = parse(SendRequest, data)
-        conn = self.member(sid, req.room)
+        conn = await self.member(sid, req.room)
         if not conn.bucket.take():
             raise ChatError("rate_limited", f"slow down: retry in {conn.bucket.retry_after():.2f}s", 429)
         return await self.send(conn.user, req.room, req.text, req.client_id, req.reply_to)
@@ -455,17 +618,17 @@ class Chat:
 
     async def edit(self, sid: str, data: Any) -> dict[str, Any]:
         req = parse(EditRequest, data)
-        conn = self._member_sending(sid, req.room)
+        conn = await self._member_sending(sid, req.room)
         return await self.change(conn.user, req.room, req.id, "edit", req.client_id, text=req.text)
 
     async def delete(self, sid: str, data: Any) -> dict[str, Any]:
         req = parse(DeleteRequest, data)
-        conn = self._member_sending(sid, req.room)
+        conn = await self._member_sending(sid, req.room)
         return await self.change(conn.user, req.room, req.id, "delete", req.client_id)
 
     async def react(self, sid: str, data: Any) -> dict[str, Any]:
         req = parse(ReactRequest, data)
-        conn = self._member_sending(sid, req.room)
+        conn = await self._member_sending(sid, req.room)
         return await self.change(conn.user, req.room, req.id, "reaction", req.client_id, emoji=req.emoji, on=req.on)
 
     def _moderates(self, user: User) -> bool:
@@ -473,9 +636,9 @@ class Chat:
         username = user.get("username")
         return isinstance(username, str) and username.casefold() in self.settings.moderator_set
 
-    def _member_sending(self, sid: str, room: str) -> Connection:
+    async def _member_sending(self, sid: str, room: str) -> Connection:
         """A member of ``room`` within its connection's message rate (changes count as sends)."""
-        conn = self.member(sid, room)
+        conn = await self.member(sid, room)
         if not conn.bucket.take():
             raise ChatError("rate_limited", f"slow down: retry in {conn.bucket.retry_after():.2f}s", 429)
         return conn
@@ -525,7 +688,7 @@ class Chat:
 
     async def typing(self, sid: str, data: Any) -> dict[str, Any]:
         req = parse(TypingRequest, data)
-        conn = self.member(sid, req.room)
+        conn = await self.member(sid, req.room)
         if not conn.typing_bucket.take():
             raise ChatError("rate_limited", "too many typing updates", 429)
         await self.sio.emit(
@@ -537,7 +700,7 @@ class Chat:
         """The user has read ``room`` up to ``seq``: kept (forward only) and told to the
         user's other connections, on every instance, so their unread counts clear too."""
         req = parse(ReadRequest, data)
-        conn = self.member(sid, req.room)
+        conn = await self.member(sid, req.room)
         if not conn.typing_bucket.take():
             raise ChatError("rate_limited", "too many read updates", 429)
         seq = min(req.seq, self.relay.last(req.room))
@@ -547,38 +710,58 @@ class Chat:
             await self.sio.emit("read", event, room=self.user_room_of(conn.user), skip_sid=sid)
         return {"ok": True, "read_seq": mark}
 
-    async def readable(self, user: User, rooms: list[str]) -> list[str]:
-        """Those of ``rooms`` that ``user`` may read (search, the room list): every one
-        while all rooms are public; private rooms and DMs only for their members."""
-        return list(rooms)
+    async def readable(self, user: User | None, rooms: list[str]) -> list[str]:
+        """Those of ``rooms`` that ``user`` (None: anonymous) may read (search, the room
+        list): public rooms, and private rooms and DMs only for their members."""
+        mine = set(await self._store_call(self.store.private_rooms_of(user["id"]))) if user else set()
+        private = await self._store_call(self.store.private_rooms())
+        return [room for room in rooms if room not in private or room in mine]
 
     async def my_rooms(self, user: User) -> list[dict[str, Any]]:
         """The rooms a user has joined, with how far they read and what is unread."""
         marks = await self._store_call(self.store.reads_of(user["id"]))
-        names = sorted(marks)
+        private = await self._store_call(self.store.private_rooms_of(user["id"]))
+        names = sorted(set(await self.readable(user, list(marks))) | set(private))
         lasts = await self._store_call(self.store.last_seqs(names))
-        return [
-            {
-                "room": name,
-                "unread": max(0, last - marks[name]),
-                "last_seq": last,
-                "read_seq": marks[name],
-                "private": False,
-                "dm": False,
-            }
-            for name, last in zip(names, lasts, strict=True)
-        ]
+        listed = []
+        for name, last in zip(names, lasts, strict=True):
+            read = marks.get(name, 0)
+            entry: dict[str, Any] = {"room": name, "unread": max(0, last - read), "last_seq": last, "read_seq": read}
+            access = await self.room_access(name) if name in private else None
+            entry["private"] = access is not None
+            entry["dm"] = access is not None and access.dm
+            if entry["dm"]:
+                entry["peer"] = await self._dm_peer(name, user["id"])
+            listed.append(entry)
+        return listed
+
+    async def _dm_peer(self, room: str, me: str) -> dict[str, Any] | None:
+        """The other person of a DM, as a user object."""
+        others = [m for m in await self._store_call(self.store.members_of(room)) if m != me]
+        if not others or self.identity is None:
+            return None
+        try:
+            account = await self.identity.accounts.by_id(others[0])
+        except StoreUnavailable:
+            return None
+        return None if account is None else account.public()
 
     async def history(self, sid: str, data: Any) -> dict[str, Any]:
         req = parse(HistoryRequest, data)
-        self.connection(sid)
-        messages, more = await self.page(req.room, req.before, req.limit)
+        conn = self.connection(sid)
+        messages, more = await self.page(req.room, req.before, req.limit, conn.user)
         return {"ok": True, "messages": messages, "more": more}
 
-    async def page(self, room: str, before: str | None, limit: int) -> tuple[list[Message], bool]:
-        """A page of history older than ``before``; ``not_found`` for a room that never existed."""
+    async def page(self, room: str, before: str | None, limit: int, user: User | None) -> tuple[list[Message], bool]:
+        """A page of history older than ``before``; ``not_found`` for a room that never
+        existed, ``forbidden`` for a private one ``user`` (None: anonymous) is not in."""
         if await self._store_call(self.store.room_info(room, create=False)) is None:
             raise ChatError("not_found", f"no room {room!r}", 404)
+        if user is None:
+            if await self.room_access(room) is not None:
+                raise ChatError("forbidden", f"{room!r} is private: members only", 403)
+        else:
+            await self.check_readable(user, room)
         before_seq = seq_of(before) if before is not None else None
         return await self._store_call(self.store.latest(room, limit, before_seq))
 
@@ -596,8 +779,20 @@ class Chat:
             self._directory_flight = asyncio.ensure_future(self._list_rooms())
         return await asyncio.shield(self._directory_flight)
 
+    async def rooms_for(self, user: User | None) -> list[dict[str, Any]]:
+        """The directory as ``user`` (None: anonymous) may see it: the public rooms, and
+        the private rooms and DMs they are in. Nobody else learns a private room's name."""
+        listed = await self.rooms()
+        if user is None:
+            return listed
+        mine = await self._store_call(self.store.private_rooms_of(user["id"]))
+        if not mine:
+            return listed
+        counts = await self._store_call(self.presence.counts(mine))
+        return sorted([*listed, *({"name": n, "members": counts.get(n, 0)} for n in mine)], key=lambda r: r["name"])
+
     async def _list_rooms(self) -> list[dict[str, Any]]:
-        names = await self._store_call(self.store.rooms())
+        names = await self.readable(None, await self._store_call(self.store.rooms()))
         counts = await self._store_call(self.presence.counts(names))
         listed = [{"name": n, "members": counts.get(n, 0)} for n in names]
         self._directory = (time.monotonic(), listed)
@@ -606,6 +801,7 @@ class Chat:
     # -- bridge (plain WebSocket) ---------------------------------------------------
 
     async def bridge_join(self, sid: str, conn: Connection, room: str, subscriber: Subscriber) -> list[Message]:
+        await self.check_readable(conn.user, room)
         info = await self._store_call(self.store.room_info(room))
         self.subscribe(room, subscriber)
         history, _, _ = await self._join_room(sid, conn, room, info, None, rejoin=False)

@@ -99,7 +99,8 @@ def register(sio: socketio.AsyncServer, chat: Chat) -> None:
 
         return handle
 
-    for name in ("join", "leave", "message", "typing", "history", "edit", "delete", "react", "read"):
+    events = ("join", "leave", "message", "typing", "history", "edit", "delete", "react", "read")
+    for name in (*events, "create", "invite", "kick", "dm"):
         sio.on(name, handler(getattr(chat, name)))
 
     @sio.on("*")

@@ -28,6 +28,8 @@ from backend.server_tuning import direct_transport
 
 REVOKE_EVENT = "fc:revoke"
 """Published to every instance when a session ends: never delivered to a client."""
+EVICT_EVENT = "fc:evict"
+"""Published when a user is removed from a private room: each instance's sockets of theirs leave it."""
 REVOKE_ROOM = "fc:revoke"
 """A room no socket joins, so the publishing instance delivers the event to nobody."""
 
@@ -184,6 +186,8 @@ class FleetManager(RelayHook, socketio.AsyncRedisManager):
 
     on_epoch: Callable[[dict[str, Any]], None] | None = None
     """Resets this instance's relays for a room whose history began again (backend.chat.apply_epoch)."""
+    on_evict: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+    """Takes a removed member's sockets on this instance out of the room (backend.chat.evict_here)."""
     on_revoke: Callable[[str], Awaitable[None]] | None = None
     """Ends this instance's connections of a session another instance revoked (logout)."""
 
@@ -192,6 +196,10 @@ class FleetManager(RelayHook, socketio.AsyncRedisManager):
         single = isinstance(data, list) and len(data) == 1 and not message.get("binary")
         if single and message.get("event") == "epoch" and isinstance(data[0], dict) and self.on_epoch is not None:
             self.on_epoch(data[0])  # before the room's next message; the sockets hear it from there
+            return
+        if single and message.get("event") == EVICT_EVENT and isinstance(data[0], dict):
+            if self.on_evict is not None:
+                await self.on_evict(data[0])
             return
         if single and message.get("event") == REVOKE_EVENT and isinstance(data[0], dict):
             if self.on_revoke is not None and isinstance(data[0].get("session"), str):

@@ -150,20 +150,23 @@ async def readyz() -> tuple[StatusOut, int]:
 @validate_response(RoomsOut)
 @document_response(ErrorOut, 503)
 async def list_rooms() -> RoomsOut:
-    """Rooms with their member counts."""
-    return RoomsOut(rooms=[RoomOut(**r) for r in await _chat().rooms()])
+    """Rooms with their member counts: the public ones, and with a Bearer token the
+    private rooms and DMs of that user."""
+    return RoomsOut(rooms=[RoomOut(**r) for r in await _chat().rooms_for(await _bearer_user())])
 
 
 @api.get("/api/rooms/<room>/messages")
 @validate_querystring(PageQuery)
 @validate_response(PageOut)
 @document_response(ErrorOut, 400)
+@document_response(ErrorOut, 401)
+@document_response(ErrorOut, 403)
 @document_response(ErrorOut, 404)
 @document_response(ErrorOut, 503)
 async def get_messages(room: str, query_args: PageQuery) -> PageOut:
     """A page of history, oldest first; ``before`` pages further back."""
     name = _room(room)
-    messages, more = await _chat().page(name, query_args.before, query_args.limit)
+    messages, more = await _chat().page(name, query_args.before, query_args.limit, await _bearer_user())
     return PageOut(room=name, messages=[MessageOut(**m) for m in messages], more=more)
 
 
@@ -201,8 +204,22 @@ async def post_message(room: str, data: HttpPostMessage) -> tuple[PostedOut, int
         raise ChatError("rate_limited", "too many posts from this address", 429)
     if await chat._store_call(chat.store.room_info(name, create=False)) is None:
         raise ChatError("not_found", f"no room {name!r}; join it first to create it", 404)
+    await chat.check_readable(user, name)
     ack = await chat.send(user, name, data.text, data.client_id, data.reply_to)
     return PostedOut(id=ack["id"], seq=ack["seq"], ts=ack["ts"]), 201
+
+
+async def _bearer_user() -> User | None:
+    """The account of a Bearer token if the request has one (routes that anyone may call)."""
+    chat = _chat()
+    assert chat.identity is not None
+    if request.headers.get("Authorization") is None:
+        return None
+    try:
+        found = await chat.identity.bearer(request.headers.get("Authorization"))
+    except StoreUnavailable:
+        raise ChatError("unavailable", "accounts are unreachable right now, retry shortly", 503) from None
+    return None if found is None else found[0]
 
 
 async def _signed_in() -> User:

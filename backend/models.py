@@ -84,6 +84,25 @@ class JoinRequest(Payload):
 
 class LeaveRequest(Payload):
     room: RoomName
+    forget: bool = False
+    """For a private room: give up membership too (not only stop listening)."""
+
+
+class CreateRequest(Payload):
+    room: RoomName
+    private: bool = False
+
+
+Username = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class DmRequest(Payload):
+    user: Username
+
+
+class MemberRequest(Payload):
+    room: RoomName
+    user: Username
 
 
 class SendRequest(Payload):

@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from backend.db.schema import messages, reads, rooms, updates
+from backend.db.schema import messages, reads, room_access, room_members, rooms, updates
 from backend.db.urls import driver_url, is_sqlite
 
 Message = dict[str, Any]
@@ -216,6 +216,57 @@ class Archive:
         async with self.engine.connect() as conn:
             row = (await conn.execute(query)).first()
         return None if row is None else (int(row[0]), int(row[1]), int(row[2]))
+
+    # --- private rooms: written through (rare), the record Redis is seeded from --------
+
+    async def create_private(self, room: str, dm: bool, owner: str | None, members: list[str]) -> bool:
+        """Record a new private room; False when the database knows a room of that name."""
+        async with self.engine.begin() as conn:
+            known = await conn.execute(select(rooms.c.name).where(rooms.c.name == room))
+            if known.first() is not None:
+                return False
+            inserted = await conn.execute(
+                self._insert(room_access)
+                .values(room=room, dm=dm, owner=owner)
+                .on_conflict_do_nothing(index_elements=[room_access.c.room])
+            )
+            if inserted.rowcount == 0:
+                return False
+            if members:
+                await conn.execute(
+                    self._insert(room_members).on_conflict_do_nothing(),
+                    [{"room": room, "user_id": user} for user in members],
+                )
+        return True
+
+    async def set_member(self, room: str, user_id: str, member: bool) -> bool:
+        async with self.engine.begin() as conn:
+            if member:
+                done = await conn.execute(
+                    self._insert(room_members).values(room=room, user_id=user_id).on_conflict_do_nothing()
+                )
+            else:
+                done = await conn.execute(
+                    room_members.delete().where(room_members.c.room == room, room_members.c.user_id == user_id)
+                )
+            return done.rowcount > 0
+
+    async def access_of(self, room: str) -> tuple[bool, str | None] | None:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(select(room_access.c.dm, room_access.c.owner).where(room_access.c.room == room))
+            ).first()
+        return None if row is None else (bool(row[0]), row[1])
+
+    async def members_of(self, room: str) -> list[str]:
+        query = select(room_members.c.user_id).where(room_members.c.room == room).order_by(room_members.c.user_id)
+        async with self.engine.connect() as conn:
+            return list((await conn.execute(query)).scalars())
+
+    async def private_rooms_of(self, user_id: str) -> list[str]:
+        query = select(room_members.c.room).where(room_members.c.user_id == user_id).order_by(room_members.c.room)
+        async with self.engine.connect() as conn:
+            return list((await conn.execute(query)).scalars())
 
     async def reads_of(self, user_id: str) -> dict[str, int]:
         """How far ``user_id`` has read in each room it has read in."""

@@ -10,7 +10,7 @@ Alembic's migrations must produce exactly this (a test compares them).
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, PrimaryKeyConstraint, Table, Text, text
+from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, MetaData, PrimaryKeyConstraint, Table, Text, text
 
 metadata = MetaData()
 
@@ -75,5 +75,24 @@ reads = Table(
     # the last message seq the user has read in the room; it only moves forward
     Column("seq", BigInteger, nullable=False),
     PrimaryKeyConstraint("user_id", "room", name="reads_pkey"),
+    sqlite_with_rowid=False,
+)
+
+room_access = Table(
+    "room_access",
+    metadata,
+    # a room listed here is private (invited members only); a room not listed is public
+    Column("room", Text, primary_key=True),
+    Column("dm", Boolean, nullable=False, server_default=text("false")),
+    Column("owner", Text, nullable=True),
+)
+
+room_members = Table(
+    "room_members",
+    metadata,
+    Column("room", Text, nullable=False),
+    Column("user_id", Text, nullable=False),
+    PrimaryKeyConstraint("room", "user_id", name="room_members_pkey"),
+    Index("room_members_user", "user_id"),
     sqlite_with_rowid=False,
 )

@@ -55,6 +55,15 @@ class ChangeResult:
 
 
 @dataclass(frozen=True, slots=True)
+class RoomAccess:
+    """A private room (invited members only) or a direct message; a public room has none."""
+
+    dm: bool = False
+    owner: str | None = None
+    """The user id that created it and may invite and remove (None for a DM)."""
+
+
+@dataclass(frozen=True, slots=True)
 class RoomInfo:
     epoch: str
     """Changes only when the room's stored history was lost."""
@@ -154,6 +163,33 @@ class MessageStore(abc.ABC):
     @abc.abstractmethod
     async def reads_of(self, user_id: str) -> dict[str, int]:
         """Every room ``user_id`` has a read mark in, and the mark."""
+
+    @abc.abstractmethod
+    async def access(self, room: str) -> RoomAccess | None:
+        """How ``room`` is closed (None: it is public, or does not exist)."""
+
+    @abc.abstractmethod
+    async def create_private(self, room: str, access: RoomAccess, members: list[str]) -> bool:
+        """Create ``room`` private with these members; False when a room of that name
+        exists already (a public room never becomes private, nor a private one public)."""
+
+    @abc.abstractmethod
+    async def set_member(self, room: str, user_id: str, member: bool) -> bool:
+        """Add or remove a member of a private room; whether that changed anything."""
+
+    @abc.abstractmethod
+    async def is_member(self, room: str, user_id: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def members_of(self, room: str) -> list[str]: ...
+
+    @abc.abstractmethod
+    async def private_rooms(self) -> set[str]:
+        """Every private room and DM (the public directory leaves them out)."""
+
+    @abc.abstractmethod
+    async def private_rooms_of(self, user_id: str) -> list[str]:
+        """The private rooms and DMs ``user_id`` is a member of."""
 
     @abc.abstractmethod
     async def rooms(self) -> list[str]:

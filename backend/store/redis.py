@@ -34,12 +34,15 @@ from backend.store.base import (
     Message,
     MessageStore,
     RateLimited,
+    RoomAccess,
     RoomInfo,
     StoreUnavailable,
     Update,
 )
 
 ROOMS_KEY = "fc:rooms"
+PRIVATE_KEY = "fc:private"
+"""Every private room and DM: the public directory leaves these out."""
 LAYOUT_KEY = "fc:layout"
 """``2`` once every room's history moved from the first release's streams into hashes."""
 MENTIONS_KEY = "fc:mentions"
@@ -293,6 +296,17 @@ if ARGV[4] == '1' then redis.call('XADD', KEYS[2], '*', 'e', ARGV[6]) end
 return {1, tonumber(ARGV[2])}
 """
 
+_CREATE_PRIVATE = """
+-- a new private room: refused (0) if a room of that name exists, public or private
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('HSET', KEYS[2], 'dm', ARGV[2], 'owner', ARGV[3])
+for i = 5, #ARGV do redis.call('SADD', KEYS[3], ARGV[i]) end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[4], ARGV[4])
+redis.call('SADD', KEYS[5], ARGV[4])
+return 1
+"""
+
 _MIGRATE = """
 -- the first release kept a room in a stream (entry ids <seq>-0): copy it into the hash
 local entries = redis.call('XRANGE', KEYS[1], '-', '+')
@@ -333,6 +347,16 @@ def _change_keys(room: str) -> tuple[str, str]:
     """The room's update rev counter and its updates (rev -> "<seq> <kind>")."""
     tag = "{" + room + "}"
     return f"fc:{tag}:rev", f"fc:{tag}:upd"
+
+
+def _access_keys(room: str) -> tuple[str, str]:
+    """A private room's access (``dm``, ``owner``) and its members (user ids)."""
+    tag = "{" + room + "}"
+    return f"fc:{tag}:access", f"fc:{tag}:members"
+
+
+def _user_rooms_key(user_id: str) -> str:
+    return "fc:urooms:{" + user_id + "}"
 
 
 def _reads_key(user_id: str) -> str:
@@ -418,6 +442,7 @@ class RedisStore(MessageStore):
             "epoch": _RENEW_EPOCH,
             "seed": _SEED,
             "read": _READ,
+            "create_private": _CREATE_PRIVATE,
         }
         for name, source in scripts.items():
             self._scripts[name] = self.redis.register_script(source)
@@ -597,6 +622,110 @@ class RedisStore(MessageStore):
         if self.on_epoch is not None:  # pub/sub skips this instance: it learns here
             self.on_epoch(event)
         return event["epoch"]
+
+    # -- private rooms ------------------------------------------------------------------
+
+    async def access(self, room: str) -> RoomAccess | None:
+        access_key, members_key = _access_keys(room)
+        try:
+            async with self._r().pipeline(transaction=False) as pipe:
+                pipe.hgetall(access_key)
+                pipe.exists(_keys(room)[2])
+                found, known = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+        if found:
+            return RoomAccess(found.get(b"dm") == b"1", (found.get(b"owner") or b"").decode() or None)
+        if known or self.archive is None:
+            return None
+        # Redis does not know the room (new, or lost with its data): the record decides
+        record = await self._archive_read(self.archive.access_of(room))
+        if record is None:
+            return None
+        members = await self._archive_read(self.archive.members_of(room))
+        try:
+            async with self._r().pipeline(transaction=True) as pipe:
+                pipe.hset(access_key, mapping={"dm": "1" if record[0] else "0", "owner": record[1] or ""})
+                pipe.sadd(PRIVATE_KEY, room)
+                if members:
+                    pipe.sadd(members_key, *members)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+        return RoomAccess(record[0], record[1])
+
+    async def create_private(self, room: str, access: RoomAccess, members: list[str]) -> bool:
+        access_key, members_key = _access_keys(room)
+        created = await self._call(
+            "create_private",
+            [_keys(room)[2], access_key, members_key, ROOMS_KEY, PRIVATE_KEY],
+            [secrets.token_hex(8), "1" if access.dm else "0", access.owner or "", room, *members],
+        )
+        if not created:
+            return False
+        if self.archive is not None:
+            try:
+                recorded = await self.archive.create_private(room, access.dm, access.owner, members)
+            except Exception as exc:
+                recorded, error = False, exc
+            else:
+                error = None
+            if not recorded:  # the record knows the room (Redis lost it), or is down: undo
+                await self._r().delete(_keys(room)[2], access_key, members_key)
+                await self._r().srem(PRIVATE_KEY, room)
+                if error is not None:
+                    raise StoreUnavailable(f"database: {error}") from error
+                return False
+        await self._index_members(room, members, True)
+        return True
+
+    async def set_member(self, room: str, user_id: str, member: bool) -> bool:
+        changed = None
+        if self.archive is not None:
+            changed = await self._archive_read(self.archive.set_member(room, user_id, member))
+        _, members_key = _access_keys(room)
+        try:
+            done = await (self._r().sadd if member else self._r().srem)(members_key, user_id)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+        await self._index_members(room, [user_id], member)
+        return bool(done) if changed is None else changed
+
+    async def _index_members(self, room: str, users: list[str], member: bool) -> None:
+        """Each user's set of private rooms (what a Redis-only fleet lists them from)."""
+        try:
+            async with self._r().pipeline(transaction=False) as pipe:
+                for user in users:
+                    (pipe.sadd if member else pipe.srem)(_user_rooms_key(user), room)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+
+    async def is_member(self, room: str, user_id: str) -> bool:
+        try:
+            return bool(await self._r().sismember(_access_keys(room)[1], user_id))
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+
+    async def members_of(self, room: str) -> list[str]:
+        try:
+            return sorted(m.decode() for m in await self._r().smembers(_access_keys(room)[1]))
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+
+    async def private_rooms(self) -> set[str]:
+        try:
+            return {m.decode() for m in await self._r().smembers(PRIVATE_KEY)}
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+
+    async def private_rooms_of(self, user_id: str) -> list[str]:
+        if self.archive is not None:
+            return await self._archive_read(self.archive.private_rooms_of(user_id))
+        try:
+            return sorted(m.decode() for m in await self._r().smembers(_user_rooms_key(user_id)))
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
 
     async def mark_read(self, user_id: str, room: str, seq: int, first: bool = False) -> int:
         key = _reads_key(user_id)

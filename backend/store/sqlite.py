@@ -31,6 +31,7 @@ from backend.store.base import (
     ChangeResult,
     Message,
     MessageStore,
+    RoomAccess,
     RoomInfo,
     StoreUnavailable,
     Update,
@@ -50,7 +51,21 @@ class _Read:
     first: bool
 
 
-_Request = _AppendRequest | Change | _Read
+@dataclass(frozen=True, slots=True)
+class _Private:
+    room: str
+    access: RoomAccess
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Member:
+    room: str
+    user_id: str
+    member: bool
+
+
+_Request = _AppendRequest | Change | _Read | _Private | _Member
 CHANGE_IDS = 100_000
 """Recent ``(room, user, client_id)`` of changes remembered for dedupe (a resent edit)."""
 
@@ -117,6 +132,39 @@ class SqliteStore(MessageStore):
     async def mark_read(self, user_id: str, room: str, seq: int, first: bool = False) -> int:
         return await self._queue(_Read(user_id, room, seq, first))
 
+    async def access(self, room: str) -> RoomAccess | None:
+        row = await self._read_one("SELECT dm, owner FROM room_access WHERE room = ?", room)
+        return None if row is None else RoomAccess(bool(row[0]), row[1])
+
+    async def create_private(self, room: str, access: RoomAccess, members: list[str]) -> bool:
+        return await self._queue(_Private(room, access, tuple(members)))
+
+    async def set_member(self, room: str, user_id: str, member: bool) -> bool:
+        return await self._queue(_Member(room, user_id, member))
+
+    async def is_member(self, room: str, user_id: str) -> bool:
+        return (
+            await self._read_one("SELECT 1 FROM room_members WHERE room = ? AND user_id = ?", room, user_id) is not None
+        )
+
+    async def members_of(self, room: str) -> list[str]:
+        return [
+            r[0] for r in await self._read_all("SELECT user_id FROM room_members WHERE room = ? ORDER BY user_id", room)
+        ]
+
+    async def private_rooms(self) -> set[str]:
+        return {r[0] for r in await self._read_all("SELECT room FROM room_access")}
+
+    async def private_rooms_of(self, user_id: str) -> list[str]:
+        rows = await self._read_all("SELECT room FROM room_members WHERE user_id = ? ORDER BY room", user_id)
+        return [r[0] for r in rows]
+
+    async def _read_one(self, sql: str, *args: Any) -> Any:
+        return await self._run(lambda: self._db.execute(sql, args).fetchone())  # type: ignore[union-attr]
+
+    async def _read_all(self, sql: str, *args: Any) -> list[Any]:
+        return await self._run(lambda: self._db.execute(sql, args).fetchall())  # type: ignore[union-attr]
+
     async def reads_of(self, user_id: str) -> dict[str, int]:
         def read() -> dict[str, int]:
             assert self._db is not None
@@ -161,10 +209,10 @@ class SqliteStore(MessageStore):
             self._rooms[room] = row
         return row
 
-    def _write_batch(self, batch: list[_Request]) -> list[AppendResult | ChangeResult | int | ChatError]:
+    def _write_batch(self, batch: list[_Request]) -> list[Any]:
         db = self._db
         assert db is not None
-        results: list[AppendResult | ChangeResult | int | ChatError] = []
+        results: list[Any] = []
         touched: set[str] = set()
         remembered: list[tuple[tuple[str, str, str], tuple[int, int]]] = []
         db.execute("BEGIN IMMEDIATE")
@@ -173,6 +221,10 @@ class SqliteStore(MessageStore):
                 try:
                     if isinstance(request, _Read):
                         results.append(self._write_read(db, request))
+                    elif isinstance(request, _Private):
+                        results.append(self._write_private(db, request))
+                    elif isinstance(request, _Member):
+                        results.append(self._write_member(db, request))
                     elif isinstance(request, Change):
                         results.append(self._write_change(db, request, remembered))
                         touched.add(request.room)
@@ -197,6 +249,28 @@ class SqliteStore(MessageStore):
             if len(self._change_ids) > CHANGE_IDS:
                 self._change_ids.popitem(last=False)
         return results
+
+    def _write_private(self, db: sqlite3.Connection, request: _Private) -> bool:
+        if request.room in self._rooms:
+            return False
+        db.execute(
+            "INSERT INTO room_access (room, dm, owner) VALUES (?, ?, ?)",
+            (request.room, request.access.dm, request.access.owner),
+        )
+        db.executemany(
+            "INSERT OR IGNORE INTO room_members (room, user_id) VALUES (?, ?)",
+            [(request.room, user) for user in request.members],
+        )
+        self._room_row(db, request.room)
+        return True
+
+    @staticmethod
+    def _write_member(db: sqlite3.Connection, request: _Member) -> bool:
+        if request.member:
+            sql = "INSERT OR IGNORE INTO room_members (room, user_id) VALUES (?, ?)"
+        else:
+            sql = "DELETE FROM room_members WHERE room = ? AND user_id = ?"
+        return db.execute(sql, (request.room, request.user_id)).rowcount > 0
 
     @staticmethod
     def _write_read(db: sqlite3.Connection, read: _Read) -> int:

@@ -314,3 +314,22 @@ async def test_read_marks_only_move_forward_and_a_first_join_starts_read(store):
     await store.mark_read(user, other, 3)
     assert await store.reads_of(user) == {r: 12, other: 3}
     assert await store.reads_of("nobody-" + uuid.uuid4().hex) == {}
+
+
+async def test_a_private_room_is_created_once_and_only_when_the_name_is_free(store):
+    from backend.store.base import RoomAccess
+
+    r, taken = room(), room()
+    await store.room_info(taken)  # a public room exists under that name
+    assert not await store.create_private(taken, RoomAccess(owner="u1"), ["u1"])
+    assert await store.access(taken) is None
+    assert await store.create_private(r, RoomAccess(owner="u1"), ["u1"])
+    assert not await store.create_private(r, RoomAccess(owner="u2"), ["u2"])
+    assert await store.access(r) == RoomAccess(dm=False, owner="u1")
+    assert await store.room_info(r, create=False) is not None
+    assert await store.set_member(r, "u2", True) and not await store.set_member(r, "u2", True)
+    assert await store.members_of(r) == ["u1", "u2"]
+    assert await store.is_member(r, "u2") and not await store.is_member(r, "u3")
+    assert r in await store.private_rooms_of("u2")
+    assert await store.set_member(r, "u2", False)
+    assert not await store.is_member(r, "u2") and r not in await store.private_rooms_of("u2")
