@@ -261,6 +261,8 @@ class MyRoomOut(BaseModel):
     read_seq: int
     private: bool
     dm: bool
+    peer: UserOut | None = None
+    """For a DM: the other person."""
 
 
 class MyRoomsOut(BaseModel):
