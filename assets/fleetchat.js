@@ -93,6 +93,10 @@ class ChatEngine {
       reads: {}, // room -> how far this user has read (the server's mark, from any device)
     };
     this.divider = {}; // room -> the read mark when the room was opened: "new messages" below it
+    this.meta = {}; // room -> {private, dm, owner, peer}: rooms closed to their members
+    this.forget = new Set(); // private rooms being left for good (leave with forget)
+    this.inviteStatus = "";
+    this.myRoomsAt = 0;
     this.readSent = {}; // room -> the last read mark sent on this connection
     this.logs = {};
     this.you = null; // the user object the backend knows this tab as (the join ack's `you`)
@@ -151,6 +155,8 @@ class ChatEngine {
     if (who !== this.s.who) {
       this.s = { ...this.s, who, name, joined: [], outbox: [], unread: {}, epochs: {}, more: {}, revs: {}, reads: {} };
       this.divider = {};
+      this.meta = {};
+      this.myRoomsAt = 0;
       this.you = null;
       this.moderator = false;
       this.editing = "";
@@ -207,6 +213,12 @@ class ChatEngine {
   /** Who this tab is, as the backend names users in messages and reactions. */
   myId() {
     return this.you?.id ?? (this.auth ? this.auth.user.id : `anon:${this.s.name.toLowerCase()}`);
+  }
+
+  /** How a room is named on screen: a DM by the other person. */
+  label(room) {
+    const peer = this.meta[room]?.peer;
+    return this.meta[room]?.dm ? String(peer?.name ?? peer?.username ?? "direct message") : room;
   }
 
   find(room, id) {
@@ -332,12 +344,16 @@ class ChatEngine {
     const directory = Object.entries(counts)
       .map(([name, members]) => ({
         name,
+        label: this.label(name),
         members,
         unread: this.s.unread[name] ?? 0,
         joined: this.s.joined.includes(name),
         current: name === room,
+        private: !!this.meta[name]?.private,
+        dm: !!this.meta[name]?.dm,
       }))
-      .sort((a, b) => Number(b.joined) - Number(a.joined) || byName(a.name, b.name));
+      .sort((a, b) => Number(b.joined) - Number(a.joined) || byName(a.label, b.label));
+    const meta = this.meta[room] ?? {};
     const replying = this.replyTo ? this.quote(room, this.replyTo) : null;
     const previous = this.view;
     const same = (key, value) => (previous && JSON.stringify(previous[key]) === JSON.stringify(value) ? previous[key] : value);
@@ -358,11 +374,16 @@ class ChatEngine {
       lines: previous && lines.length === previous.lines.length && lines.every((l, i) => l === previous.lines[i]) ? previous.lines : lines,
       members: same("members", members),
       typing_text: typingText(typing),
-      directory: same("directory", directory),
+      directory: same("directory", directory.filter((r) => !r.dm)),
+      dms: same("dms", directory.filter((r) => r.dm)),
       has_older: !!this.s.more[room] || log.length > shown,
       loading_older: this.olderWanted.size > 0,
       sidebar_open: this.sidebarOpen,
       replying: replying ? `${replying.user ? `${replying.user}: ` : ""}${replying.text}` : "",
+      room_title: meta.dm ? `@ ${this.label(room)}` : `${meta.private ? "🔒" : "#"} ${room}`,
+      room_private: !!meta.private && !meta.dm,
+      can_invite: !!meta.private && !meta.dm && (meta.owner === this.myId() || this.moderator),
+      invite_status: this.inviteStatus,
       editing: this.editing,
     };
   }
@@ -491,6 +512,13 @@ class ChatEngine {
 
   leaveRoom(room) {
     if (!this.s.joined.includes(room) || this.s.joined.length === 1) return;
+    if (this.meta[room]?.private && !this.meta[room]?.dm) this.forget.add(room);
+    this.dropRoom(room);
+  }
+
+  /** Forget a room in this tab (left, or removed by its owner). */
+  dropRoom(room) {
+    if (!this.s.joined.includes(room)) return;
     this.s.joined = this.s.joined.filter((r) => r !== room);
     for (const perRoom of [this.logs, this.s.epochs, this.s.more, this.s.revs, this.members, this.typing, this.s.unread]) {
       delete perRoom[room];
@@ -770,6 +798,7 @@ class ChatEngine {
     socket.on("update", (data) => this.onUpdate(data));
     socket.on("epoch", (data) => this.onEpoch(data));
     socket.on("read", (data) => this.onRead(data));
+    socket.on("membership", (data) => this.onMembership(data));
     socket.on("presence", (data) => this.onPresence(data));
     socket.on("typing", (data) => this.onTyping(data));
     socket.on("notification", (data) => this.onNotification(data));
@@ -780,6 +809,7 @@ class ChatEngine {
       if (Date.now() - conn.directoryAt > DIRECTORY_EVERY_MS && document.visibilityState !== "hidden") {
         conn.directoryAt = Date.now();
         this.refreshDirectory();
+        this.loadMyRooms();
       }
       this.expireTyping();
       const wait = conn.retryAt ? Math.max(0, conn.retryAt - Date.now()) : 1000;
@@ -825,7 +855,8 @@ class ChatEngine {
       this.changed();
     }
     for (const room of [...conn.inRooms].filter((r) => !this.s.joined.includes(r))) {
-      await this.call(conn, "leave", { room });
+      await this.call(conn, "leave", this.forget.has(room) ? { room, forget: true } : { room });
+      this.forget.delete(room);
       conn.inRooms.delete(room);
       if (conn.typingRoom === room) conn.typingRoom = "";
     }
@@ -864,6 +895,7 @@ class ChatEngine {
       if (isUpdate(update)) this.logs[room] = applyState(this.logs[room], update.message)[0];
     }
     if (Number.isInteger(ack.rev)) this.s.revs[room] = Math.max(this.s.revs[room] ?? 0, ack.rev);
+    if (ack.private) this.meta[room] = { ...this.meta[room], private: true, dm: !!ack.dm, owner: ack.owner ?? null };
     if (Number.isInteger(ack.read_seq)) {
       // The server's mark, whichever device moved it: unread counts agree everywhere.
       this.s.reads[room] = ack.read_seq;
@@ -1043,6 +1075,92 @@ class ChatEngine {
       this.s.reads[room] = Math.max(this.s.reads[room] ?? 0, ack.read_seq);
       this.save();
     }
+  }
+
+  /** The private rooms and DMs of this account, on every device: they join the tab's
+   * rooms, with their unread counts from the server. */
+  async loadMyRooms() {
+    const token = this.auth?.token;
+    if (!token) return;
+    try {
+      const response = await fetch(`${this.backend}/api/me/rooms`, {
+        headers: { authorization: `Bearer ${token}` },
+        signal: AbortSignal.timeout(5000),
+      });
+      if (!response.ok) return;
+      const body = await response.json();
+      for (const entry of Array.isArray(body?.rooms) ? body.rooms : []) {
+        if (!entry?.private || typeof entry.room !== "string") continue;
+        this.meta[entry.room] = { ...this.meta[entry.room], private: true, dm: !!entry.dm, peer: entry.peer ?? null };
+        if (!this.s.joined.includes(entry.room)) {
+          this.s.joined = [...this.s.joined, entry.room];
+          if (entry.unread > 0) this.s.unread[entry.room] = entry.unread;
+        }
+      }
+      this.save();
+      this.changed();
+      this.poke();
+    } catch {
+      // The next poll tries again.
+    }
+  }
+
+  /** This account was added to a room (an invitation, a new DM) or removed from one. */
+  onMembership(data) {
+    const room = data?.room;
+    if (typeof room !== "string") return;
+    if (data.removed) {
+      if (this.s.joined.includes(room)) toast(`You are no longer in ${this.label(room)}`);
+      this.dropRoom(room);
+      delete this.meta[room];
+      this.changed();
+      return;
+    }
+    this.meta[room] = { ...this.meta[room], private: !!data.private, dm: !!data.dm, peer: data.peer ?? this.meta[room]?.peer };
+    if (!this.s.joined.includes(room)) {
+      this.s.joined = [...this.s.joined, room];
+      this.save();
+    }
+    this.changed();
+    this.poke();
+  }
+
+  /** Create a room (private when asked); then it is the room on screen. */
+  async createRoom(form) {
+    const name = cleanName(form?.room).toLowerCase();
+    if (!form?.private || !name) return this.openRoom(form?.room);
+    const ack = this.conn ? await this.call(this.conn, "create", { room: name, private: true }).catch(() => null) : null;
+    if (!ack?.ok) {
+      this.formError = `Could not create ${name}: ${ack?.detail ?? "not connected"}`;
+      this.changed();
+      return;
+    }
+    this.meta[ack.room] = { private: true, dm: false, owner: this.myId() };
+    this.openRoom(ack.room);
+  }
+
+  /** Open the direct messages with another account ("new message to…"). */
+  async openDm(form) {
+    const user = String(form?.user ?? "").trim();
+    if (!user) return;
+    const ack = this.conn ? await this.call(this.conn, "dm", { user }).catch(() => null) : null;
+    if (!ack?.ok) {
+      this.formError = `Could not message ${user}: ${ack?.detail ?? "not connected"}`;
+      this.changed();
+      return;
+    }
+    this.meta[ack.room] = { private: true, dm: true, peer: ack.peer };
+    this.openRoom(ack.room);
+  }
+
+  /** Invite an account into the private room on screen. */
+  async invite(form) {
+    const user = String(form?.user ?? "").trim();
+    const room = this.s.room;
+    if (!user || !this.conn) return;
+    const ack = await this.call(this.conn, "invite", { room, user }).catch(() => null);
+    this.inviteStatus = ack?.ok ? `${user} can now read #${room}.` : `Not invited: ${ack?.detail ?? "not connected"}`;
+    this.changed();
   }
 
   /** This user read a room on another tab or device. */

@@ -90,10 +90,14 @@ class RoomInfo:
     """A room in the directory (built by the engine)."""
 
     name: str
+    label: str
+    """What the list shows: the room's name, or for a DM the other person's."""
     members: int
     unread: int
     joined: bool
     current: bool
+    private: bool
+    dm: bool
 
 
 def field(name: str, type_: Any) -> rx.Var:
@@ -165,6 +169,11 @@ lines = field("lines", list[ChatLine])
 members = field("members", list[Member])
 typing_text = field("typing_text", str)
 directory = field("directory", list[RoomInfo])
+dms = field("dms", list[RoomInfo])
+room_title = field("room_title", str)
+room_private = field("room_private", bool)
+can_invite = field("can_invite", bool)
+invite_status = field("invite_status", str)
 has_older = field("has_older", bool)
 loading_older = field("loading_older", bool)
 sidebar_open = field("sidebar_open", bool)

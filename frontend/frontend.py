@@ -12,7 +12,7 @@ from reflex_base.event import FORM_DATA
 
 from frontend import chat
 from frontend.components.header import header
-from frontend.components.messages import composer, message_list, typing_line
+from frontend.components.messages import composer, invite_bar, message_list, typing_line
 from frontend.components.sidebar import sidebar
 
 
@@ -131,6 +131,7 @@ def chat_view() -> rx.Component:
         rx.flex(
             sidebar(),
             rx.flex(
+                invite_bar(),
                 message_list(),
                 typing_line(),
                 composer(),

@@ -20,7 +20,7 @@ def header() -> rx.Component:
             variant="soft",
             class_name="mobile-only",
         ),
-        rx.text("# " + chat.room, id="room-title", size="4", weight="bold", class_name="room-title", flex="1"),
+        rx.text(chat.room_title, id="room-title", size="4", weight="bold", class_name="room-title", flex="1"),
         rx.cond(
             chat.can_leave,
             rx.button(

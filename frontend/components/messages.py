@@ -218,6 +218,28 @@ def reply_banner() -> rx.Component:
     )
 
 
+def invite_bar() -> rx.Component:
+    """For the owner (or a moderator) of a private room: let someone in."""
+    return rx.cond(
+        chat.can_invite,
+        rx.form(
+            rx.hstack(
+                rx.text("🔒 Private room", size="1", color_scheme="gray"),
+                rx.input(id="invite-input", name="user", placeholder="Invite a username…", size="1", flex="1"),
+                rx.button("Invite", id="invite-submit", type="submit", size="1", variant="soft"),
+                rx.text(chat.invite_status, id="invite-status", size="1", color_scheme="gray"),
+                align="center",
+                width="100%",
+            ),
+            on_submit=chat.action("invite", FORM_DATA),
+            reset_on_submit=True,
+            padding="4px 12px",
+            width="100%",
+            border_bottom="1px solid var(--gray-a4)",
+        ),
+    )
+
+
 def composer() -> rx.Component:
     return rx.form(
         reply_banner(),

@@ -10,7 +10,13 @@ from frontend import chat
 
 def room_item(room: rx.Var[chat.RoomInfo]) -> rx.Component:
     return rx.button(
-        rx.text("# ", room.name, truncate=True, flex="1", text_align="left"),
+        rx.text(
+            rx.cond(room.dm, "@ ", rx.cond(room.private, "🔒 ", "# ")),
+            room.label,
+            truncate=True,
+            flex="1",
+            text_align="left",
+        ),
         rx.cond(
             room.unread > 0,
             rx.badge(room.unread, color_scheme="red", variant="solid", radius="full", class_name="unread"),
@@ -20,7 +26,7 @@ def room_item(room: rx.Var[chat.RoomInfo]) -> rx.Component:
         variant=rx.cond(room.current, "solid", rx.cond(room.joined, "soft", "ghost")),
         width="100%",
         justify="start",
-        class_name="room-item",
+        class_name=rx.cond(room.private, "room-item room-private", "room-item"),
         data_room=room.name,
         key=room.name,
     )
@@ -35,7 +41,15 @@ def new_room_form() -> rx.Component:
             rx.button("Join", id="new-room-submit", type="submit", size="2"),
             width="100%",
         ),
-        on_submit=chat.action("openRoom", FORM_DATA.to(dict)["room"]),
+        rx.cond(
+            ~chat.guest,
+            rx.el.label(
+                rx.el.input(type="checkbox", name="private", id="new-room-private"),
+                " private (invited members only)",
+                style={"font_size": "12px", "color": "var(--gray-11)"},
+            ),
+        ),
+        on_submit=chat.action("createRoom", FORM_DATA),
         reset_on_submit=True,
         width="100%",
     )
@@ -67,11 +81,35 @@ def member_list() -> rx.Component:
     )
 
 
+def dm_form() -> rx.Component:
+    """ "New message to…": the direct messages with another account."""
+    return rx.form(
+        rx.hstack(
+            rx.input(id="dm-input", name="user", placeholder="Message a username…", size="2", flex="1"),
+            rx.button("Chat", id="dm-submit", type="submit", size="2", variant="soft"),
+            width="100%",
+        ),
+        on_submit=chat.action("openDm", FORM_DATA),
+        reset_on_submit=True,
+        width="100%",
+    )
+
+
 def sidebar() -> rx.Component:
     return rx.vstack(
         rx.text("Rooms", size="2", weight="bold", color_scheme="gray"),
         rx.vstack(rx.foreach(chat.directory, room_item), id="room-list", spacing="1", width="100%"),
         new_room_form(),
+        rx.cond(
+            ~chat.guest,
+            rx.vstack(
+                rx.text("Direct messages", size="2", weight="bold", color_scheme="gray"),
+                rx.vstack(rx.foreach(chat.dms, room_item), id="dm-list", spacing="1", width="100%"),
+                dm_form(),
+                spacing="2",
+                width="100%",
+            ),
+        ),
         rx.cond(chat.form_error != "", rx.text(chat.form_error, color_scheme="red", size="1")),
         rx.separator(),
         member_list(),
