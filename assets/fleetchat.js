@@ -67,6 +67,8 @@ export const QUICK_REACTIONS = ["👍", "❤️", "😂", "🎉", "👀", "✅"]
 const QUOTE_CHARS = 90;
 // The signed-in account, shared by every tab of the browser and kept across restarts.
 const AUTH_KEY = "fleetchat.auth";
+// Whether this browser sends read receipts in DMs ("off" when switched off).
+const RECEIPTS_KEY = "fleetchat.receipts";
 const LOGS_KEY = "fleetchat.logs";
 
 class LinkDown extends Error {}
@@ -96,6 +98,8 @@ class ChatEngine {
     this.meta = {}; // room -> {private, dm, owner, peer}: rooms closed to their members
     this.forget = new Set(); // private rooms being left for good (leave with forget)
     this.inviteStatus = "";
+    this.peerRead = {}; // DM room -> how far the other person has read (their read receipt)
+    this.receipts = readReceiptsSetting();
     this.myRoomsAt = 0;
     this.readSent = {}; // room -> the last read mark sent on this connection
     this.logs = {};
@@ -264,22 +268,24 @@ class ChatEngine {
         can_delete: (mine || this.moderator) && !deleted,
         editing: false,
         first_unread: false,
+        seen: false,
       };
       this.lineCache.set(message, line);
     }
     const divider = this.divider[message.room];
     const firstUnread = divider !== undefined && message.seq === divider + 1 && !line.own;
-    return this.decorate(line, line.id === this.editing && !line.deleted, firstUnread);
+    const seen = message.id === this.seenId;
+    return this.decorate(line, line.id === this.editing && !line.deleted, firstUnread, seen);
   }
 
   /** A line with what depends on the view, not the message (being edited, the first unread):
    * the same object while that stays the same, so the page re-renders nothing. */
-  decorate(line, editing, firstUnread) {
-    if (!editing && !firstUnread) return line;
-    const key = `${editing}|${firstUnread}`;
+  decorate(line, editing, firstUnread, seen) {
+    if (!editing && !firstUnread && !seen) return line;
+    const key = `${editing}|${firstUnread}|${seen}`;
     const hit = this.flagCache.get(line);
     if (hit?.key === key) return hit.line;
-    const decorated = { ...line, editing, first_unread: firstUnread };
+    const decorated = { ...line, editing, first_unread: firstUnread, seen };
     this.flagCache.set(line, { key, line: decorated });
     return decorated;
   }
@@ -290,6 +296,18 @@ class ChatEngine {
     const shown = this.window[room] ?? WINDOW;
     const visible = log.length > shown ? log.slice(log.length - shown) : log;
     const sent = new Set(visible.map((m) => m.client_id));
+    // In a DM, "Seen" goes under the newest of my messages the other person has read.
+    this.seenId = "";
+    if (this.meta[room]?.dm && this.peerRead[room]) {
+      const me = this.myId();
+      for (let i = visible.length - 1; i >= 0; i--) {
+        const m = visible[i];
+        if (m.seq <= this.peerRead[room] && m.user?.id === me) {
+          this.seenId = m.id;
+          break;
+        }
+      }
+    }
     const lines = visible.map((m) => this.line(m));
     for (const item of this.s.outbox) {
       if (item.room === room && !item.kind && !sent.has(item.client_id)) {
@@ -316,6 +334,7 @@ class ChatEngine {
             can_delete: false,
             editing: false,
             first_unread: false,
+            seen: false,
           };
           this.lineCache.set(item, line);
         }
@@ -384,6 +403,7 @@ class ChatEngine {
       room_private: !!meta.private && !meta.dm,
       can_invite: !!meta.private && !meta.dm && (meta.owner === this.myId() || this.moderator),
       invite_status: this.inviteStatus,
+      receipts: this.receipts,
       editing: this.editing,
     };
   }
@@ -799,6 +819,7 @@ class ChatEngine {
     socket.on("epoch", (data) => this.onEpoch(data));
     socket.on("read", (data) => this.onRead(data));
     socket.on("membership", (data) => this.onMembership(data));
+    socket.on("receipt", (data) => this.onReceipt(data));
     socket.on("presence", (data) => this.onPresence(data));
     socket.on("typing", (data) => this.onTyping(data));
     socket.on("notification", (data) => this.onNotification(data));
@@ -896,6 +917,7 @@ class ChatEngine {
     }
     if (Number.isInteger(ack.rev)) this.s.revs[room] = Math.max(this.s.revs[room] ?? 0, ack.rev);
     if (ack.private) this.meta[room] = { ...this.meta[room], private: true, dm: !!ack.dm, owner: ack.owner ?? null };
+    if (Number.isInteger(ack.peer_read_seq)) this.peerRead[room] = Math.max(this.peerRead[room] ?? 0, ack.peer_read_seq);
     if (Number.isInteger(ack.read_seq)) {
       // The server's mark, whichever device moved it: unread counts agree everywhere.
       this.s.reads[room] = ack.read_seq;
@@ -1070,7 +1092,7 @@ class ChatEngine {
     if (Date.now() - (conn.readAt ?? 0) < READ_EVERY_MS) return;
     conn.readAt = Date.now();
     conn.readSent[room] = last;
-    const ack = await this.call(conn, "read", { room, seq: last });
+    const ack = await this.call(conn, "read", { room, seq: last, receipt: this.receipts });
     if (ack.ok && Number.isInteger(ack.read_seq)) {
       this.s.reads[room] = Math.max(this.s.reads[room] ?? 0, ack.read_seq);
       this.save();
@@ -1103,6 +1125,26 @@ class ChatEngine {
     } catch {
       // The next poll tries again.
     }
+  }
+
+  /** The other person of a DM read up to here. */
+  onReceipt(data) {
+    const room = data?.room;
+    if (!this.meta[room]?.dm || data.user === this.myId() || !Number.isInteger(data.seq)) return;
+    if (data.seq <= (this.peerRead[room] ?? 0)) return;
+    this.peerRead[room] = data.seq;
+    this.changed();
+  }
+
+  /** Send read receipts in DMs, or stop (this browser remembers the choice). */
+  toggleReceipts() {
+    this.receipts = !this.receipts;
+    try {
+      window.localStorage.setItem(RECEIPTS_KEY, this.receipts ? "on" : "off");
+    } catch {
+      // Not kept: the choice lasts as long as this tab.
+    }
+    this.changed();
   }
 
   /** This account was added to a room (an invitation, a new DM) or removed from one. */
@@ -1208,6 +1250,14 @@ class ChatEngine {
     }
   }
 }
+
+const readReceiptsSetting = () => {
+  try {
+    return typeof window === "undefined" || window.localStorage.getItem(RECEIPTS_KEY) !== "off";
+  } catch {
+    return true;
+  }
+};
 
 /** The signed-in account of this browser ({token, user}), or null. */
 const readAuth = () => {

@@ -78,6 +78,11 @@ def dm_room(a: str, b: str) -> str:
     return "dm-" + hashlib.sha256("\n".join(sorted((a, b))).encode()).hexdigest()[:32]
 
 
+def receipt_key(room: str) -> str:
+    """Where a DM member's read receipt is kept: a read mark under a name no room can have."""
+    return room + ":receipt"
+
+
 def RoomExists(room: str) -> ChatError:
     return ChatError("room_exists", f"a room named {room!r} exists already", 409)
 
@@ -501,6 +506,10 @@ class Chat:
             ack["private"] = True
             ack["dm"] = access.dm
             ack["owner"] = access.owner
+            if access.dm:
+                peers = [m for m in await self._store_call(self.store.members_of(room)) if m != conn.user["id"]]
+                marks = await self._store_call(self.store.reads_of(peers[0])) if peers else {}
+                ack["peer_read_seq"] = marks.get(receipt_key(room), 0)
         if self._moderates(conn.user):
             ack["moderator"] = True
         return ack
@@ -708,6 +717,12 @@ class Chat:
         if mark == seq:
             event = {"room": req.room, "seq": mark}
             await self.sio.emit("read", event, room=self.user_room_of(conn.user), skip_sid=sid)
+        access = await self.room_access(req.room)
+        if req.receipt and access is not None and access.dm:
+            # the receipt mark moves only while receipts are on: switched off, the peer sees no more
+            shown = await self._store_call(self.store.mark_read(conn.user["id"], receipt_key(req.room), mark))
+            event = {"room": req.room, "user": conn.user["id"], "seq": shown}
+            await self.sio.emit("receipt", event, room=req.room)
         return {"ok": True, "read_seq": mark}
 
     async def readable(self, user: User | None, rooms: list[str]) -> list[str]:
@@ -719,7 +734,7 @@ class Chat:
 
     async def my_rooms(self, user: User) -> list[dict[str, Any]]:
         """The rooms a user has joined, with how far they read and what is unread."""
-        marks = await self._store_call(self.store.reads_of(user["id"]))
+        marks = {r: s for r, s in (await self._store_call(self.store.reads_of(user["id"]))).items() if ":" not in r}
         private = await self._store_call(self.store.private_rooms_of(user["id"]))
         names = sorted(set(await self.readable(user, list(marks))) | set(private))
         lasts = await self._store_call(self.store.last_seqs(names))

@@ -150,6 +150,8 @@ class TypingRequest(Payload):
 class ReadRequest(Payload):
     room: RoomName
     seq: int = Field(ge=0, le=2**53)
+    receipt: bool = True
+    """In a DM: let the other person see how far this user has read (a read receipt)."""
 
 
 class HistoryRequest(Payload):

@@ -74,6 +74,7 @@ class ChatLine:
     can_delete: bool
     editing: bool
     first_unread: bool
+    seen: bool
     """The first message after the user's read mark when the room was opened: a "New messages" line above it."""
 
 
@@ -174,6 +175,8 @@ room_title = field("room_title", str)
 room_private = field("room_private", bool)
 can_invite = field("can_invite", bool)
 invite_status = field("invite_status", str)
+receipts = field("receipts", bool)
+"""Whether this browser sends read receipts in DMs."""
 has_older = field("has_older", bool)
 loading_older = field("loading_older", bool)
 sidebar_open = field("sidebar_open", bool)

@@ -139,6 +139,7 @@ def bubble(line: rx.Var[chat.ChatLine]) -> rx.Component:
             ),
         ),
         rx.cond(line.reactions.length() > 0, reactions(line)),
+        rx.cond(line.seen, rx.text("Seen", size="1", color_scheme="gray", class_name="msg-seen", text_align="right")),
         rx.cond(~line.pending & ~line.deleted & ~line.editing, action_bar(line)),
         class_name=rx.cond(line.own, "msg msg-own", "msg"),
         data_key=line.key,

@@ -106,6 +106,16 @@ def sidebar() -> rx.Component:
                 rx.text("Direct messages", size="2", weight="bold", color_scheme="gray"),
                 rx.vstack(rx.foreach(chat.dms, room_item), id="dm-list", spacing="1", width="100%"),
                 dm_form(),
+                rx.el.label(
+                    rx.el.input(
+                        type="checkbox",
+                        id="receipts-toggle",
+                        checked=chat.receipts,
+                        on_change=chat.action("toggleReceipts"),
+                    ),
+                    " send read receipts",
+                    style={"font_size": "12px", "color": "var(--gray-11)"},
+                ),
                 spacing="2",
                 width="100%",
             ),

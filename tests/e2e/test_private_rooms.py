@@ -39,6 +39,7 @@ def test_a_dm_and_a_private_room_that_a_third_account_cannot_see(
         expect(bob.locator("#dm-list .room-item")).to_contain_text("@ Ada")
         bob.locator("#dm-list .room-item").click()
         expect(bob.locator(".msg-text", has_text=exactly("just between us"))).to_have_count(1)
+        expect(ada.locator(".msg-seen")).to_have_text("Seen")  # bob's read receipt
         expect(eve.locator("#dm-list .room-item")).to_have_count(0)
 
         room = fresh_room()

@@ -297,3 +297,29 @@ async def _non_member_tries(urls: tuple[str, str], operations: list[str]) -> Non
     finally:
         await boss.close()
         await spy.close()
+
+
+async def test_in_a_dm_each_sees_how_far_the_other_read_unless_receipts_are_off(urls):
+    ann, ben = new_account(urls[0]), new_account(urls[1])
+    a = await ChatClient(urls[0], ann["user"]["username"], token=ann["token"]).connect()
+    b = await ChatClient(urls[1], ben["user"]["username"], token=ben["token"]).connect()
+    try:
+        r = (await a.call("dm", {"user": ben["user"]["username"]}))["room"]
+        await a.join(r)
+        await b.join(r)
+        sent = [await a.send(r, f"line {i}") for i in range(3)]
+        assert (await b.call("read", {"room": r, "seq": sent[1]["seq"]}))["read_seq"] == 2
+        await async_wait_for(lambda: a.events["receipt"], what="ann sees ben's receipt")
+        assert a.events["receipt"][-1] == {"room": r, "user": ben["user"]["id"], "seq": 2}
+        assert (await b.call("read", {"room": r, "seq": 3, "receipt": False}))["read_seq"] == 3
+        await a.send(r, "marker")
+        await async_wait_for(lambda: "marker" in b.texts(r), what="the marker")
+        assert [e["seq"] for e in a.events["receipt"]] == [2], "switched off, no receipt goes out"
+        again = await ChatClient(urls[0], ann["user"]["username"], token=ann["token"]).connect()
+        try:
+            assert (await again.join(r))["peer_read_seq"] == 2
+        finally:
+            await again.close()
+    finally:
+        await a.close()
+        await b.close()
