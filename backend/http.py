@@ -238,6 +238,14 @@ async def _signed_in() -> User:
     return found[0]
 
 
+async def _signed_in_reader(room: str) -> tuple[User, str]:
+    """The Bearer account, which must be allowed to read ``room`` (a member, if it is private)."""
+    user = await _signed_in()
+    name = _room(room)
+    await _chat().check_readable(user, name)
+    return user, name
+
+
 def _message_id(message_id: str) -> str:
     if not MESSAGE_ID_RE.match(message_id):
         raise ChatError("bad_request", "a message id is its zero-padded seq", 400)
@@ -285,8 +293,8 @@ async def my_rooms() -> MyRoomsOut:
 @_change_route
 async def edit_message(room: str, message_id: str, data: HttpEdit) -> ChangedOut:
     """Edit a message (its author only, Bearer); the room gets an ``update``."""
-    user = await _signed_in()
-    ack = await _chat().change(user, _room(room), _message_id(message_id), "edit", data.client_id, text=data.text)
+    user, name = await _signed_in_reader(room)
+    ack = await _chat().change(user, name, _message_id(message_id), "edit", data.client_id, text=data.text)
     return _changed(ack)
 
 
@@ -294,11 +302,11 @@ async def edit_message(room: str, message_id: str, data: HttpEdit) -> ChangedOut
 @_change_route
 async def delete_message(room: str, message_id: str) -> ChangedOut:
     """Delete a message (its author or a moderator, Bearer): a tombstone stays, its text is gone."""
-    user = await _signed_in()
+    user, name = await _signed_in_reader(room)
     client_id = request.args.get("client_id")
     if client_id is not None and not (1 <= len(client_id) <= 64 and client_id.replace("-", "").isalnum()):
         raise ChatError("bad_request", "client_id: 1-64 letters, digits or '-'", 400)
-    return _changed(await _chat().change(user, _room(room), _message_id(message_id), "delete", client_id))
+    return _changed(await _chat().change(user, name, _message_id(message_id), "delete", client_id))
 
 
 @api.post("/api/rooms/<room>/messages/<message_id>/reactions")
@@ -306,9 +314,9 @@ async def delete_message(room: str, message_id: str) -> ChangedOut:
 @_change_route
 async def react_to_message(room: str, message_id: str, data: HttpReact) -> ChangedOut:
     """Add (``on``) or take back a reaction (Bearer); the room gets an ``update``."""
-    user = await _signed_in()
+    user, name = await _signed_in_reader(room)
     ack = await _chat().change(
-        user, _room(room), _message_id(message_id), "reaction", data.client_id, emoji=data.emoji, on=data.on
+        user, name, _message_id(message_id), "reaction", data.client_id, emoji=data.emoji, on=data.on
     )
     return _changed(ack)
 

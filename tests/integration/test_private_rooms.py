@@ -169,6 +169,12 @@ async def test_http_routes_answer_members_only(urls, cast, who, history, post, l
         assert "secret" not in orjson.dumps(body).decode()
     body = {"text": "via http"} if who else {"text": "via http", "name": "someguest"}
     assert request(path, "POST", body, headers)[0] == post
+    if who:  # changes over HTTP: a member reacts; nobody else may touch the room
+        one = f"{path}/{cast.owner_message}"
+        assert request(one + "/reactions", "POST", {"emoji": "✅"}, headers)[0] == (200 if post == 201 else 403)
+        if post != 201:
+            assert request(one, "PATCH", {"text": "defaced"}, headers)[0] == 403
+            assert request(one, "DELETE", None, headers)[0] == 403
 
     async def directory_settled() -> bool:  # the public directory may be a second old
         status, _, answer = request(urls[1] + "/api/rooms", headers=headers)
