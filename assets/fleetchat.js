@@ -1063,6 +1063,8 @@ class ChatEngine {
   onNotification(data) {
     if (data?.kind !== "mention" || !isMessage(data.message)) return;
     const message = data.message;
+    // From a private room it reaches every member there: it is for the ones it names.
+    if (Array.isArray(data.mentions) && !mentions(message.text, this.s.name)) return;
     const who = String(message.user?.name ?? "someone");
     toast(`${who} mentioned you in #${message.room}: ${message.text.slice(0, 140)}`, { id: `mention-${message.id}` });
   }

@@ -24,7 +24,7 @@ from backend.config import Settings
 from backend.fanout import EVICT_EVENT, REVOKE_EVENT, REVOKE_ROOM, Fanout
 from backend.lifecycle import Change, Kind
 from backend.limits import ConnectLimiter, KeyedBuckets, TokenBucket
-from backend.mentions import mention_room, mentioned, notification
+from backend.mentions import mention_room, targets
 from backend.metrics import Metrics
 from backend.models import (
     ChatError,
@@ -832,10 +832,11 @@ class Chat:
             raise ChatError("unavailable", f"storage is unavailable, retry shortly ({exc})", 503) from None
 
     async def notify(self, message: Message) -> None:
-        """Emit a mention notification to the sockets of everyone the message names."""
-        payload = notification(message)
-        for key in mentioned(message):
-            await self.sio.emit("notification", payload, room="@" + key)
+        """Emit a mention notification to the sockets of everyone the message names
+        (in a private room, only to its members: ``mentions.targets``)."""
+        private = await self.room_access(message["room"]) is not None
+        for room, payload in targets(message, private):
+            await self.sio.emit("notification", payload, room=room)
 
     async def reap_presence(self) -> None:
         """Say goodbye for the members of instances that died without doing so,

@@ -32,3 +32,19 @@ def mentioned(message: dict[str, Any]) -> set[str]:
 
 def notification(message: dict[str, Any]) -> dict[str, Any]:
     return {"kind": "mention", "room": message["room"], "message": message}
+
+
+def targets(message: dict[str, Any], private: bool) -> list[tuple[str, dict[str, Any]]]:
+    """Where a message's mention notifications go: ``(Socket.IO room, payload)`` pairs.
+
+    In a public room, to every socket of each name it mentions. In a private
+    room, a mention must not carry the message to someone outside it, so the
+    notification goes to the room itself (only its members' sockets are there),
+    naming who was mentioned; each client shows it only if it is one of them."""
+    keys = mentioned(message)
+    if not keys:
+        return []
+    if private:
+        return [(message["room"], {**notification(message), "mentions": sorted(keys)})]
+    payload = notification(message)
+    return [("@" + key, payload) for key in keys]

@@ -35,8 +35,8 @@ from backend.archiver import blocking_client, lag_gauge, run_archiver
 from backend.config import get_settings
 from backend.db.archive import Archive
 from backend.jsonio import OrjsonModule
-from backend.mentions import mentioned, notification
-from backend.store.redis import MENTION_GROUP, MENTIONS_KEY, connect, ensure_mention_group
+from backend.mentions import targets
+from backend.store.redis import MENTION_GROUP, MENTIONS_KEY, PRIVATE_KEY, connect, ensure_mention_group
 
 log = logging.getLogger("fleetchat.worker")
 
@@ -63,9 +63,9 @@ class MentionWorker:
         done_key = "fc:notified:" + entry_id.decode()
         if not await self.redis.exists(done_key):
             message = orjson.loads(fields[b"m"])
-            payload = notification(message)
-            for key in mentioned(message):
-                await self.emitter.emit("notification", payload, room="@" + key, namespace="/")
+            private = bool(await self.redis.sismember(PRIVATE_KEY, message["room"]))
+            for room, payload in targets(message, private):
+                await self.emitter.emit("notification", payload, room=room, namespace="/")
             self.notified += 1
             await self.redis.set(done_key, 1, ex=DONE_TTL)
         await self.redis.xack(MENTIONS_KEY, MENTION_GROUP, entry_id)

@@ -184,6 +184,27 @@ async def test_a_mention_is_notified_to_the_user_on_another_instance(fleet, clie
     assert not alice.events["notification"]
 
 
+async def test_a_mention_in_a_private_room_never_carries_it_outside(fleet, clients, workers):
+    from tests.support import new_account
+
+    a, b = fleet(2)
+    workers("w-private")
+    owner, member, outsider = (new_account(a.url) for _ in range(3))
+    boss = await clients(a.url, owner["user"]["username"], token=owner["token"])
+    friend = await clients(b.url, member["user"]["username"], token=member["token"])
+    stranger = await clients(b.url, outsider["user"]["username"], token=outsider["token"])
+    r = room()
+    await boss.call("create", {"room": r, "private": True})
+    await boss.call("invite", {"room": r, "user": member["user"]["username"]})
+    await boss.join(r)
+    await friend.join(r)
+    await boss.send(r, f"@{member['user']['username']} @{outsider['user']['username']} secret at noon")
+    await async_wait_for(lambda: friend.events["notification"], timeout=20, what="the member is notified")
+    await boss.send(r, f"@{outsider['user']['username']} one more")
+    await async_wait_for(lambda: len(friend.events["notification"]) == 2, timeout=20, what="the second one")
+    assert not stranger.events["notification"] and "secret" not in str(stranger.events)
+
+
 async def test_a_restarted_worker_notifies_each_mention_exactly_once(fleet, clients, workers):
     (a,) = fleet(1)
     r = room()

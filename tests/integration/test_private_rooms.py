@@ -329,3 +329,29 @@ async def test_in_a_dm_each_sees_how_far_the_other_read_unless_receipts_are_off(
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_mention_in_a_private_room_reaches_members_it_names_and_no_one_outside(urls):
+    if urls[0] != urls[1]:
+        pytest.skip("mention notifications in a fleet come from the worker: tests/fleet/test_fleet.py")
+    owner, member, outsider = new_account(urls[0]), new_account(urls[0]), new_account(urls[0])
+    clients = [
+        await ChatClient(urls[0], a["user"]["username"], token=a["token"]).connect() for a in (owner, member, outsider)
+    ]
+    boss, friend, stranger = clients
+    try:
+        r = room()
+        await boss.call("create", {"room": r, "private": True})
+        await boss.call("invite", {"room": r, "user": member["user"]["username"]})
+        await boss.join(r)
+        await friend.join(r)
+        names = f"@{member['user']['username']} @{outsider['user']['username']}"
+        await boss.send(r, f"{names} the secret meeting is at noon")
+        await async_wait_for(lambda: friend.events["notification"], what="the member named is notified")
+        assert friend.events["notification"][0]["mentions"]
+        await boss.send(r, "marker")
+        await async_wait_for(lambda: "marker" in friend.texts(r), what="the marker")
+        assert "secret" not in orjson.dumps(stranger.events).decode()
+    finally:
+        for client in clients:
+            await client.close()
