@@ -83,7 +83,7 @@ def receipt_key(room: str) -> str:
     return room + ":receipt"
 
 
-def RoomExists(room: str) -> ChatError:
+def room_exists(room: str) -> ChatError:
     return ChatError("room_exists", f"a room named {room!r} exists already", 409)
 
 
@@ -205,7 +205,7 @@ class Chat:
         """Create a room; a private one has its creator as owner and first member."""
         req = parse(CreateRequest, data)
         conn = self.connection(sid)
-        exists = RoomExists(req.room)
+        exists = room_exists(req.room)
         if not req.private:
             if await self._store_call(self.store.room_info(req.room, create=False)) is not None:
                 raise exists
@@ -234,7 +234,7 @@ class Chat:
         if await self.room_access(room) is None:
             created = await self._store_call(self.store.create_private(room, RoomAccess(dm=True), pair))
             if not created and await self._store_call(self.store.access(room)) is None:
-                raise RoomExists(room)  # a public room took the name: cannot happen with dm- names
+                raise room_exists(room)  # a public room took the name: cannot happen with dm- names
             self._access_cache.pop(room, None)
         me = {"id": conn.user["id"], "name": conn.user["name"], "username": conn.user.get("username")}
         them = peer.public()
