@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
-from tests.support import Backend, ChatClient, PostgresServer, RedisServer
+from tests.support import FLEET_ENV, MODERATOR, Backend, ChatClient, PostgresServer, RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -62,3 +62,17 @@ async def clients() -> AsyncIterator[Callable[..., ChatClient]]:
     yield make  # type: ignore[misc]
     for client in made:
         await client.close()
+
+
+@pytest.fixture(scope="module", params=["embedded", "fleet"])
+def urls(request, redis_server: RedisServer) -> Iterator[tuple[str, str]]:
+    """Two places to connect, for tests that must hold in both modes: the same embedded
+    backend twice, or two instances of a fleet (``MODERATOR`` moderates in both)."""
+    env = {**FLEET_ENV, "CHAT_MODERATORS": MODERATOR}
+    if request.param == "embedded":
+        started = [Backend(env=env).start()]
+    else:
+        started = [Backend(env={**env, "REDIS_URL": redis_server.url}).start() for _ in range(2)]
+    yield started[0].url, started[-1].url
+    for backend in started:
+        backend.kill()

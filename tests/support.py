@@ -348,6 +348,9 @@ class ChatClient:
             await self.sio.disconnect()
 
 
+MODERATOR = "mod" + uuid.uuid4().hex[:8]
+"""A username that moderates the backends of the ``urls`` fixture (CHAT_MODERATORS)."""
+
 FLEET_ENV = {
     "CHAT_RATE": "1000",
     "CHAT_RATE_BURST": "1000",

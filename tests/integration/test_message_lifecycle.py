@@ -9,44 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 
 import orjson
-import pytest
 import websockets
 
 from tests.security.helpers import request
-from tests.support import FLEET_ENV, Backend, ChatClient, RedisServer, async_wait_for, new_account
-
-MODERATOR = "mod" + uuid.uuid4().hex[:8]
-
-
-@pytest.fixture(scope="module", params=["embedded", "fleet"])
-def urls(request, redis_server: RedisServer) -> Iterator[tuple[str, str]]:
-    """Two places to connect: the same embedded backend twice, or two fleet instances."""
-    env = {**FLEET_ENV, "CHAT_MODERATORS": MODERATOR}
-    if request.param == "embedded":
-        started = [Backend(env=env).start()]
-    else:
-        started = [Backend(env={**env, "REDIS_URL": redis_server.url}).start() for _ in range(2)]
-    yield started[0].url, started[-1].url
-    for backend in started:
-        backend.kill()
-
-
-@pytest.fixture
-async def people(urls) -> Iterator:
-    """``people()``: alice on the first instance and bob on the second, both in a fresh room."""
-    made: list[ChatClient] = []
-
-    async def make(url: str, name: str, **auth) -> ChatClient:
-        client = await ChatClient(url, name, **auth).connect()
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        await client.close()
+from tests.support import MODERATOR, ChatClient, async_wait_for, new_account
 
 
 def room() -> str:
@@ -57,17 +25,17 @@ def updates(client: ChatClient, room_name: str) -> list[dict]:
     return [u for u in client.events["update"] if u["room"] == room_name]
 
 
-async def pair(urls, people, r: str) -> tuple[ChatClient, ChatClient]:
-    alice = await people(urls[0], "alice")
-    bob = await people(urls[1], "bob")
+async def pair(urls, clients, r: str) -> tuple[ChatClient, ChatClient]:
+    alice = await clients(urls[0], "alice")
+    bob = await clients(urls[1], "bob")
     await alice.join(r)
     await bob.join(r)
     return alice, bob
 
 
-async def test_an_edit_reaches_everyone_live_and_stays_in_history(urls, people):
+async def test_an_edit_reaches_everyone_live_and_stays_in_history(urls, clients):
     r = room()
-    alice, bob = await pair(urls, people, r)
+    alice, bob = await pair(urls, clients, r)
     sent = await alice.send(r, "helo wrld")
     ack = await alice.call("edit", {"room": r, "id": sent["id"], "text": "hello world"})
     assert ack["ok"] and ack["rev"] == 1 and ack["message"]["text"] == "hello world"
@@ -76,16 +44,16 @@ async def test_an_edit_reaches_everyone_live_and_stays_in_history(urls, people):
         [update] = updates(client, r)
         assert (update["kind"], update["id"], update["rev"]) == ("edit", sent["id"], 1)
         assert update["message"]["text"] == "hello world" and update["message"]["edited_ts"] >= sent["ts"]
-    carol = await people(urls[1], "carol")
+    carol = await clients(urls[1], "carol")
     [stored] = (await carol.join(r))["history"]
     assert stored["text"] == "hello world" and stored["rev"] == 1 and "edited_ts" in stored
     status, _, page = request(f"{urls[0]}/api/rooms/{r}/messages")
     assert status == 200 and page["messages"][0]["text"] == "hello world"
 
 
-async def test_only_the_author_may_edit_and_a_refusal_changes_nothing(urls, people):
+async def test_only_the_author_may_edit_and_a_refusal_changes_nothing(urls, clients):
     r = room()
-    alice, bob = await pair(urls, people, r)
+    alice, bob = await pair(urls, clients, r)
     sent = await alice.send(r, "mine")
     ack = await bob.call("edit", {"room": r, "id": sent["id"], "text": "hijacked"})
     assert ack == {"ok": False, "error": "forbidden", "detail": "only its author can edit a message"}
@@ -97,9 +65,9 @@ async def test_only_the_author_may_edit_and_a_refusal_changes_nothing(urls, peop
     assert (await bob.call("history", {"room": r}))["messages"][0]["text"] == "mine"
 
 
-async def test_a_delete_leaves_a_tombstone_for_everyone(urls, people):
+async def test_a_delete_leaves_a_tombstone_for_everyone(urls, clients):
     r = room()
-    alice, bob = await pair(urls, people, r)
+    alice, bob = await pair(urls, clients, r)
     sent = await alice.send(r, "oops, my password is hunter2")
     ack = await alice.call("delete", {"room": r, "id": sent["id"]})
     assert ack["ok"] and ack["message"]["deleted"] is True and ack["message"]["text"] == ""
@@ -111,15 +79,15 @@ async def test_a_delete_leaves_a_tombstone_for_everyone(urls, people):
     assert again["error"] == "not_found"
 
 
-async def test_a_moderator_account_deletes_anyone_s_message_and_others_may_not(urls, people):
+async def test_a_moderator_account_deletes_anyone_s_message_and_others_may_not(urls, clients):
     r = room()
-    alice, _ = await pair(urls, people, r)
+    alice, _ = await pair(urls, clients, r)
     sent = await alice.send(r, "spam spam spam")
     mod = new_account(urls[1], MODERATOR)
-    moderator = await people(urls[1], MODERATOR, token=mod["token"])
+    moderator = await clients(urls[1], MODERATOR, token=mod["token"])
     await moderator.join(r)
     plain = new_account(urls[1])
-    member = await people(urls[1], plain["user"]["username"], token=plain["token"])
+    member = await clients(urls[1], plain["user"]["username"], token=plain["token"])
     await member.join(r)
     assert (await member.call("delete", {"room": r, "id": sent["id"]}))["error"] == "forbidden"
     ack = await moderator.call("delete", {"room": r, "id": sent["id"]})
@@ -127,9 +95,9 @@ async def test_a_moderator_account_deletes_anyone_s_message_and_others_may_not(u
     await async_wait_for(lambda: updates(alice, r), what="alice sees her message removed")
 
 
-async def test_reactions_from_two_people_add_up_and_can_be_taken_back(urls, people):
+async def test_reactions_from_two_people_add_up_and_can_be_taken_back(urls, clients):
     r = room()
-    alice, bob = await pair(urls, people, r)
+    alice, bob = await pair(urls, clients, r)
     sent = await alice.send(r, "lunch?")
     assert (await bob.call("react", {"room": r, "id": sent["id"], "emoji": "👍"}))["ok"]
     ack = await alice.call("react", {"room": r, "id": sent["id"], "emoji": "👍", "on": True})
@@ -141,9 +109,9 @@ async def test_reactions_from_two_people_add_up_and_can_be_taken_back(urls, peop
     assert updates(alice, r)[-1]["message"]["reactions"] == {"👍": ["anon:alice"]}
 
 
-async def test_a_reply_names_the_message_it_answers(urls, people):
+async def test_a_reply_names_the_message_it_answers(urls, clients):
     r = room()
-    alice, bob = await pair(urls, people, r)
+    alice, bob = await pair(urls, clients, r)
     question = await alice.send(r, "who's in?")
     ack = await bob.call("message", {"room": r, "text": "me", "reply_to": question["id"], "client_id": "r1"})
     assert ack["ok"]
@@ -153,9 +121,9 @@ async def test_a_reply_names_the_message_it_answers(urls, people):
     assert bad["error"] == "not_found"
 
 
-async def test_a_resent_change_is_applied_and_announced_once(urls, people):
+async def test_a_resent_change_is_applied_and_announced_once(urls, clients):
     r = room()
-    alice, bob = await pair(urls, people, r)
+    alice, bob = await pair(urls, clients, r)
     sent = await alice.send(r, "v1")
     first = await alice.call("edit", {"room": r, "id": sent["id"], "text": "v2", "client_id": "e-1"})
     again = await alice.call("edit", {"room": r, "id": sent["id"], "text": "v2", "client_id": "e-1"})
@@ -165,9 +133,9 @@ async def test_a_resent_change_is_applied_and_announced_once(urls, people):
     assert len(updates(bob, r)) == 1
 
 
-async def test_a_client_resuming_with_since_and_rev_gets_the_changes_it_missed(urls, people):
+async def test_a_client_resuming_with_since_and_rev_gets_the_changes_it_missed(urls, clients):
     r = room()
-    alice, bob = await pair(urls, people, r)
+    alice, bob = await pair(urls, clients, r)
     old = [await alice.send(r, f"m{i}") for i in range(3)]
     await alice.call("edit", {"room": r, "id": old[0]["id"], "text": "m0 (seen live)"})
     await async_wait_for(lambda: updates(bob, r), what="bob sees the first edit live")
@@ -177,7 +145,7 @@ async def test_a_client_resuming_with_since_and_rev_gets_the_changes_it_missed(u
     await alice.call("delete", {"room": r, "id": old[2]["id"]})
     await alice.call("react", {"room": r, "id": old[1]["id"], "emoji": "🎉"})
     await alice.send(r, "new while away")
-    back = await people(urls[1], "bob")
+    back = await clients(urls[1], "bob")
     ack = await back.join(r, since=old[2]["id"], rev=held_rev)
     assert [m["text"] for m in ack["history"]] == ["new while away"]
     assert [(u["id"], u["kind"]) for u in ack["updates"]] == [(old[2]["id"], "delete"), (old[1]["id"], "reaction")]
@@ -186,9 +154,9 @@ async def test_a_client_resuming_with_since_and_rev_gets_the_changes_it_missed(u
     assert ack["rev"] == 4 and "updates_truncated" not in ack
 
 
-async def test_bad_changes_are_refused_with_a_clear_error(urls, people):
+async def test_bad_changes_are_refused_with_a_clear_error(urls, clients):
     r = room()
-    alice, _ = await pair(urls, people, r)
+    alice, _ = await pair(urls, clients, r)
     sent = await alice.send(r, "x")
     cases = [
         ("edit", {"room": r, "id": sent["id"]}, "bad_request"),
@@ -213,11 +181,11 @@ async def test_bad_changes_are_refused_with_a_clear_error(urls, people):
     assert len(state["reactions"]) == 20
 
 
-async def test_http_changes_need_a_token_and_reach_the_sockets_in_the_room(urls, people):
+async def test_http_changes_need_a_token_and_reach_the_sockets_in_the_room(urls, clients):
     r = room()
     account = new_account(urls[0])
     bearer = {"Authorization": "Bearer " + account["token"]}
-    watcher = await people(urls[1], "watcher")
+    watcher = await clients(urls[1], "watcher")
     await watcher.join(r)
     status, _, posted = request(f"{urls[0]}/api/rooms/{r}/messages", "POST", {"text": "via http"}, bearer)
     assert status == 201
@@ -237,10 +205,10 @@ async def test_http_changes_need_a_token_and_reach_the_sockets_in_the_room(urls,
     assert [u["kind"] for u in updates(watcher, r)] == ["edit", "reaction", "delete"]
 
 
-async def test_the_ws_bridge_sends_typed_frames_and_takes_json_commands(urls, people):
+async def test_the_ws_bridge_sends_typed_frames_and_takes_json_commands(urls, clients):
     r = room()
     ws_url = urls[1].replace("http", "ws") + f"/ws?room={r}&name=wsuser"
-    alice = await people(urls[0], "alice")
+    alice = await clients(urls[0], "alice")
     await alice.join(r)
     sent = await alice.send(r, "from socket.io")
     async with websockets.connect(ws_url) as ws:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,18 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.security.helpers import request, try_connect
-from tests.support import FLEET_ENV, Backend, ChatClient, RedisServer, async_wait_for, new_account
-
-
-@pytest.fixture(scope="module", params=["embedded", "fleet"])
-def urls(request, redis_server: RedisServer) -> Iterator[tuple[str, str]]:
-    if request.param == "embedded":
-        started = [Backend(env=FLEET_ENV).start()]
-    else:
-        started = [Backend(env={**FLEET_ENV, "REDIS_URL": redis_server.url}).start() for _ in range(2)]
-    yield started[0].url, started[-1].url
-    for backend in started:
-        backend.kill()
+from tests.support import ChatClient, async_wait_for, new_account
 
 
 def room() -> str:

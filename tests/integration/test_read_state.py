@@ -4,53 +4,25 @@ connections (two devices), embedded and on two instances of a fleet."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-
-import pytest
 
 from tests.security.helpers import request
-from tests.support import FLEET_ENV, Backend, ChatClient, RedisServer, async_wait_for, new_account
-
-
-@pytest.fixture(scope="module", params=["embedded", "fleet"])
-def urls(request, redis_server: RedisServer) -> Iterator[tuple[str, str]]:
-    if request.param == "embedded":
-        started = [Backend(env=FLEET_ENV).start()]
-    else:
-        started = [Backend(env={**FLEET_ENV, "REDIS_URL": redis_server.url}).start() for _ in range(2)]
-    yield started[0].url, started[-1].url
-    for backend in started:
-        backend.kill()
-
-
-@pytest.fixture
-async def connect(urls) -> Iterator:
-    made: list[ChatClient] = []
-
-    async def make(url: str, name: str, **auth) -> ChatClient:
-        client = await ChatClient(url, name, **auth).connect()
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        await client.close()
+from tests.support import async_wait_for, new_account
 
 
 def room() -> str:
     return "read-" + uuid.uuid4().hex[:10]
 
 
-async def test_reading_on_one_device_clears_the_unread_count_on_the_other(urls, connect):
+async def test_reading_on_one_device_clears_the_unread_count_on_the_other(urls, clients):
     r = room()
     me = new_account(urls[0])
     name = me["user"]["username"]
-    phone = await connect(urls[0], name, token=me["token"])
-    laptop = await connect(urls[1], name, token=me["token"])
+    phone = await clients(urls[0], name, token=me["token"])
+    laptop = await clients(urls[1], name, token=me["token"])
     first = await phone.join(r)
     assert (first["read_seq"], first["unread"]) == (0, 0), "a room joined for the first time starts read"
     await laptop.join(r)
-    friend = await connect(urls[1], "friend")
+    friend = await clients(urls[1], "friend")
     await friend.join(r)
     acks = [await friend.send(r, f"news {i}") for i in range(3)]
 
@@ -62,7 +34,7 @@ async def test_reading_on_one_device_clears_the_unread_count_on_the_other(urls, 
 
     await friend.send(r, "one more")
     await laptop.close()
-    laptop = await connect(urls[1], name, token=me["token"])
+    laptop = await clients(urls[1], name, token=me["token"])
     back = await laptop.join(r)
     assert (back["read_seq"], back["unread"]) == (3, 1), "after a reconnect the count is right"
     status, _, body = request(f"{urls[0]}/api/me/rooms", headers={"Authorization": "Bearer " + me["token"]})
@@ -71,10 +43,10 @@ async def test_reading_on_one_device_clears_the_unread_count_on_the_other(urls, 
     assert mine[r] == {"room": r, "unread": 1, "last_seq": 4, "read_seq": 3, "private": False, "dm": False}
 
 
-async def test_a_read_mark_only_moves_forward_and_never_past_the_last_message(urls, connect):
+async def test_a_read_mark_only_moves_forward_and_never_past_the_last_message(urls, clients):
     r = room()
     me = new_account(urls[0])
-    client = await connect(urls[0], me["user"]["username"], token=me["token"])
+    client = await clients(urls[0], me["user"]["username"], token=me["token"])
     await client.join(r)
     for i in range(5):
         await client.send(r, f"m{i}")
