@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,25 @@ def sign_in(page: Any, username: str, password: str = PASSWORD) -> None:
     page.fill("#auth-username", username)
     page.fill("#auth-password", password)
     page.click("#auth-submit")
+
+
+@contextlib.contextmanager
+def signed_in_browsers(browser: Any, base_url: str, usernames: list[str]) -> Iterator[list[Any]]:
+    """One browser (context) per username, each signed in and connected; closed at the end."""
+    contexts = [browser.new_context(base_url=base_url) for _ in usernames]
+    try:
+        pages = []
+        for ctx, username in zip(contexts, usernames, strict=True):
+            ctx.set_default_timeout(15_000)
+            page = ctx.new_page()
+            page.goto("/")
+            sign_in(page, username)
+            expect(page.locator("#conn-badge")).to_have_attribute("data-status", "connected")
+            pages.append(page)
+        yield pages
+    finally:
+        for ctx in contexts:
+            ctx.close()
 
 
 def stored_token(page: Any) -> str:
@@ -96,17 +116,7 @@ def test_two_browsers_with_two_accounts_chat(browser: Any, reflex_app: ReflexApp
     names = {new_username(): "Ada", new_username(): "Edsger"}
     for username, display in names.items():
         create_account(chat_backend, username, display)
-    contexts = [browser.new_context(base_url=reflex_app.url) for _ in names]
-    try:
-        pages = []
-        for ctx, username in zip(contexts, names, strict=True):
-            ctx.set_default_timeout(15_000)
-            page = ctx.new_page()
-            page.goto("/")
-            sign_in(page, username)
-            expect(page.locator("#conn-badge")).to_have_attribute("data-status", "connected")
-            pages.append(page)
-        ada, edsger = pages
+    with signed_in_browsers(browser, reflex_app.url, list(names)) as (ada, edsger):
         room = fresh_room()
         enter_room(ada, room)
         enter_room(edsger, room)
@@ -117,9 +127,6 @@ def test_two_browsers_with_two_accounts_chat(browser: Any, reflex_app: ReflexApp
         expect(ada.locator(".msg-text", has_text=exactly("and back from another"))).to_have_count(1)
         expect(ada.locator(".msg-user")).to_have_text(["Ada", "Edsger"])
         expect(ada.locator(".msg-guest")).to_have_count(0)
-    finally:
-        for ctx in contexts:
-            ctx.close()
 
 
 def test_a_guest_cannot_take_a_registered_name(

@@ -8,7 +8,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.e2e.conftest import ChatBackend, ReflexApp
-from tests.e2e.test_accounts import create_account, new_username, sign_in
+from tests.e2e.test_accounts import create_account, new_username, signed_in_browsers
 from tests.e2e.test_chat import exactly, fresh_room, send
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
@@ -20,18 +20,7 @@ def test_a_dm_and_a_private_room_that_a_third_account_cannot_see(
     people = {"Ada": new_username(), "Bob": new_username(), "Eve": new_username()}
     for display, username in people.items():
         create_account(chat_backend, username, display)
-    contexts = [browser.new_context(base_url=reflex_app.url) for _ in people]
-    try:
-        pages = {}
-        for ctx, (display, username) in zip(contexts, people.items(), strict=True):
-            ctx.set_default_timeout(15_000)
-            page = ctx.new_page()
-            page.goto("/")
-            sign_in(page, username)
-            expect(page.locator("#conn-badge")).to_have_attribute("data-status", "connected")
-            pages[display] = page
-        ada, bob, eve = pages["Ada"], pages["Bob"], pages["Eve"]
-
+    with signed_in_browsers(browser, reflex_app.url, list(people.values())) as (ada, bob, eve):
         ada.fill("#dm-input", people["Bob"])
         ada.press("#dm-input", "Enter")
         expect(ada.locator("#room-title")).to_have_text("@ Bob")
@@ -63,6 +52,3 @@ def test_a_dm_and_a_private_room_that_a_third_account_cannot_see(
         eve.click("#new-room-submit")
         expect(eve.get_by_text("members only").first).to_be_visible()
         expect(eve.locator("#messages")).not_to_contain_text("the private plan")
-    finally:
-        for ctx in contexts:
-            ctx.close()

@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.e2e.conftest import ChatBackend, ReflexApp, run_async
-from tests.e2e.test_accounts import create_account, new_username, sign_in
+from tests.e2e.test_accounts import create_account, new_username, signed_in_browsers
 from tests.e2e.test_chat import enter_room, fresh_room, post_as
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
@@ -21,16 +21,7 @@ def test_reading_a_room_in_one_browser_clears_its_badge_in_the_other(
 ) -> None:
     username = new_username()
     create_account(chat_backend, username, "Reader")
-    contexts = [browser.new_context(base_url=reflex_app.url) for _ in range(2)]
-    try:
-        pages = []
-        for ctx in contexts:
-            ctx.set_default_timeout(15_000)
-            page = ctx.new_page()
-            page.goto("/")
-            sign_in(page, username)
-            expect(page.locator("#conn-badge")).to_have_attribute("data-status", "connected")
-            pages.append(page)
+    with signed_in_browsers(browser, reflex_app.url, [username, username]) as pages:
         laptop, phone = pages
         room = fresh_room()
         for page in pages:
@@ -54,6 +45,3 @@ def test_reading_a_room_in_one_browser_clears_its_badge_in_the_other(
         expect(phone.locator(f".room-item[data-room='{room}'] .unread")).to_have_count(0)
         run_async(post_as(chat_backend.url, "friend", room, ["fourth news"]))
         expect(phone.locator(f".room-item[data-room='{room}'] .unread")).to_have_text("1")
-    finally:
-        for ctx in contexts:
-            ctx.close()
