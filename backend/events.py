@@ -99,7 +99,7 @@ def register(sio: socketio.AsyncServer, chat: Chat) -> None:
 
         return handle
 
-    for name in ("join", "leave", "message", "typing", "history", "edit", "delete", "react", "read"):
+    for name in ("join", "leave", "message", "typing", "history", "edit", "delete", "react", "read", "search"):
         sio.on(name, handler(getattr(chat, name)))
 
     @sio.on("*")
