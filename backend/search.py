@@ -85,8 +85,15 @@ class Cursor:
             return Cursor(0, "")
         offset, sep, position = before.partition(":")
         if not sep or not offset.isdigit() or int(offset) >= WINDOW:
-            raise ChatError("bad_request", "before: not a cursor this server gave", 400)
+            raise bad_cursor()
         return Cursor(int(offset), position)
+
+    def numbers(self, count: int) -> list[int]:
+        """The position as ``count`` 63-bit numbers separated by dots (its first parts)."""
+        parts = self.position.split(".", count)[:count]
+        if len(parts) < count or not all(p.isdigit() and len(p) <= 18 for p in parts):
+            raise bad_cursor()
+        return [int(p) for p in parts]
 
     def __str__(self) -> str:
         return f"{self.offset}:{self.position}"
@@ -101,6 +108,10 @@ def page(ranked: list[Any], full: bool, cursor: Cursor, limit: int, oldest: str)
         after = Cursor(index + 1, cursor.position) if index + 1 < len(ranked) else Cursor(0, oldest)
         shown.append((ranked[index], str(after)))
     return shown, cursor.offset + limit < len(ranked) or full
+
+
+def bad_cursor() -> ChatError:
+    return ChatError("bad_request", "before: not a cursor this server gave", 400)
 
 
 _buckets: weakref.WeakKeyDictionary[Any, KeyedBuckets] = weakref.WeakKeyDictionary()

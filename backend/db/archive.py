@@ -237,11 +237,11 @@ class Archive:
         cursor = search.Cursor.parse(before)
         after: tuple[int, str, int] | None = None
         if cursor.position:
-            ts, _, rest = cursor.position.partition(".")
-            seq, _, room = rest.partition(".")
-            if not (ts.isdigit() and seq.isdigit() and room):
-                raise ChatError("bad_request", "before: not a cursor this server gave", 400)
-            after = (int(ts), room, int(seq))
+            ts, seq = cursor.numbers(2)
+            room = cursor.position.split(".", 2)[-1]
+            if cursor.position.count(".") < 2 or not room:
+                raise search.bad_cursor()
+            after = (ts, room, seq)
         if not words or rooms_ == []:
             return [], False
         where = ["search @@ to_tsquery('simple', :q)"]

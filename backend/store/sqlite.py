@@ -419,8 +419,7 @@ class SqliteStore(MessageStore):
     ) -> tuple[list[Message], bool]:
         words = search.terms(query)
         cursor = search.Cursor.parse(before)
-        if cursor.position and not cursor.position.isdigit():
-            raise ChatError("bad_request", "before: not a cursor this server gave", 400)
+        upto = cursor.numbers(1)[0] if cursor.position else 2**63 - 1
         if not words or rooms == []:
             return [], False
         if rooms is not None and len(rooms) > 1:
@@ -448,7 +447,7 @@ class SqliteStore(MessageStore):
                 sql += " AND room IN (SELECT value FROM json_each(?))"
                 args.append(orjson.dumps(rooms).decode())
             sql += " AND rowid < ? ORDER BY rowid DESC LIMIT ?"
-            args += [int(cursor.position) if cursor.position else 2**63 - 1, search.WINDOW + 1]
+            args += [upto, search.WINDOW + 1]
             rows = db.execute(sql, [match, *args]).fetchall()
             window = rows[: search.WINDOW]
             ranked = sorted(window, key=lambda r: (r[3], -r[0]))
