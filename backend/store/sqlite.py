@@ -40,7 +40,8 @@ _PRAGMAS = "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
 """Write-ahead log: readers never wait for the writer, and one fsync per group commit."""
 
 FTS_SHIFT = 1 << 20
-"""``messages_fts`` rowids are ``ts * FTS_SHIFT + n`` (migration 0005): newest first is rowid order."""
+"""``messages_fts`` rowids are ``ts * FTS_SHIFT + n`` (migration 0005): newest first is rowid order.
+Its ``room`` is the name's UTF-8 in hex: one token, so a room's rows are one posting list."""
 _FTS_TABLE = (
     "CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5("
     "text, room, seq UNINDEXED, tokenize = 'unicode61 remove_diacritics 0')"
@@ -321,7 +322,7 @@ class SqliteStore(MessageStore):
             n = 0 if found is None else found - ts * FTS_SHIFT + 1
         db.execute(
             "INSERT INTO messages_fts (rowid, text, room, seq) VALUES (?, ?, ?, ?)",
-            (ts * FTS_SHIFT + n, text, room, seq),
+            (ts * FTS_SHIFT + n, text, room.encode().hex(), seq),
         )
         if last is None or last[0] <= ts:
             self._fts_last = (ts, n)
@@ -330,7 +331,7 @@ class SqliteStore(MessageStore):
         """An edit replaces the message's indexed text; a delete (no text) removes it."""
         found = db.execute(
             "SELECT rowid FROM messages_fts WHERE rowid BETWEEN ? AND ? AND room = ? AND seq = ?",
-            (ts * FTS_SHIFT, (ts + 1) * FTS_SHIFT - 1, room, seq),
+            (ts * FTS_SHIFT, (ts + 1) * FTS_SHIFT - 1, room.encode().hex(), seq),
         ).fetchone()
         if found is None:
             if text:
@@ -436,26 +437,28 @@ class SqliteStore(MessageStore):
                 db = self._reader
             assert db is not None
             match = "{text} : (" + " ".join(f'"{w}"' for w in words) + ")"
-            sql = "SELECT rowid, room, seq, bm25(messages_fts, 1.0, 0.0) FROM messages_fts WHERE messages_fts MATCH ?"
+            sql = "SELECT rowid, room, seq, text FROM messages_fts WHERE messages_fts MATCH ?"
             args: list[Any] = []
             if rooms is not None and len(rooms) == 1:
-                # the room's words find its rows in the index; the equality drops a look-alike ("a-b", "a_b")
-                match = '{room} : "' + " ".join(search.terms(rooms[0])) + '" AND ' + match
-                sql += " AND room = ?"
-                args.append(rooms[0])
+                # one token per room: the index finds the room's rows itself
+                match = '{room} : "' + rooms[0].encode().hex() + '" AND ' + match
             elif rooms is not None:
                 sql += " AND room IN (SELECT value FROM json_each(?))"
-                args.append(orjson.dumps(rooms).decode())
+                args.append(orjson.dumps([r.encode().hex() for r in rooms]).decode())
             sql += " AND rowid < ? ORDER BY rowid DESC LIMIT ?"
             args += [upto, search.WINDOW + 1]
             rows = db.execute(sql, [match, *args]).fetchall()
             window = rows[: search.WINDOW]
-            ranked = sorted(window, key=lambda r: (r[3], -r[0]))
+            scores = search.bm25([r[3] for r in window], words)
+            # best first, newest first among equals (the window came newest first, and sorted() is stable)
+            ranked = [r for _, r in sorted(zip(scores, window, strict=True), key=lambda p: -p[0])]
             oldest = str(window[-1][0]) if window else ""
             shown, more = search.page(ranked, len(rows) > search.WINDOW, cursor, limit, oldest)
             hits = []
-            for (_, room, seq, _rank), after in shown:
-                found = db.execute("SELECT body FROM messages WHERE room = ? AND seq = ?", (room, seq)).fetchone()
+            for (_, room, seq, _text), after in shown:
+                found = db.execute(
+                    "SELECT body FROM messages WHERE room = ? AND seq = ?", (bytes.fromhex(room).decode(), seq)
+                ).fetchone()
                 if found is not None:
                     hits.append(search.hit(orjson.loads(found[0]), words, after))
             return hits, more

@@ -1,7 +1,7 @@
 """Full-text search over message text, in the engine's own kind of index.
 
 SQLite (the embedded store): an FTS5 table ``messages_fts`` of each message's text
-(and its room, to filter by), kept by the store's writer in the same transaction
+(and its room as one token, the name's UTF-8 in hex, to filter by), kept by the store's writer in the same transaction
 as the message; its rowid is ``ts * 2**20 + n`` (n numbers the messages of one
 millisecond), so newest first is rowid order and a message's row is found from its
 ``ts``. PostgreSQL (the fleet's archive): a generated ``tsvector`` column of the
@@ -38,7 +38,7 @@ def upgrade() -> None:
         op.execute(
             "INSERT INTO messages_fts (rowid, text, room, seq)"
             f" SELECT ts * {FTS_ROWID_SHIFT} + ROW_NUMBER() OVER (PARTITION BY ts ORDER BY room, seq) - 1,"
-            " json_extract(body, '$.text'), room, seq FROM messages"
+            " json_extract(body, '$.text'), lower(hex(room)), seq FROM messages"
             " WHERE json_valid(body) AND json_type(body, '$.text') = 'text' AND json_extract(body, '$.text') != ''"
         )
         return
