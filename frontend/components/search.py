@@ -33,7 +33,7 @@ def search_box() -> rx.Component:
 
 
 def segment(seg: rx.Var[chat.Segment]) -> rx.Component:
-    return rx.cond(seg.match, rx.mark(seg.text, class_name="search-match"), rx.el.span(seg.text))
+    return rx.cond(seg.match, rx.el.mark(seg.text, class_name="search-match"), rx.el.span(seg.text))
 
 
 def result(hit: rx.Var[chat.SearchResult]) -> rx.Component:
