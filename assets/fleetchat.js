@@ -62,6 +62,8 @@ const RETRY_AFTER_MS = 1000;
 // Errors after which resending the same message cannot succeed.
 const FINAL_ERRORS = new Set(["bad_request", "too_large", "unauthorized", "forbidden"]);
 const STORE_KEY = "fleetchat.tab";
+const SEARCH_MAX = 200; // characters of a query (backend/models.py)
+const SEARCH_PAGE = 20;
 // What the hover bar offers as one-click reactions.
 export const QUICK_REACTIONS = ["👍", "❤️", "😂", "🎉", "👀", "✅"];
 const QUOTE_CHARS = 90;
@@ -124,6 +126,7 @@ class ChatEngine {
     this.lineCache = new WeakMap();
     this.flagCache = new WeakMap();
     this.window = {}; // room -> lines shown (WINDOW unless the person asked for older)
+    this.search_ = { query: "", results: [], busy: false, error: "", found: "" }; // the search panel; found: the message jumped to
     this.view = this.computeView();
     this.dirty = false;
     this.wake = null;
@@ -405,6 +408,10 @@ class ChatEngine {
       invite_status: this.inviteStatus,
       receipts: this.receipts,
       editing: this.editing,
+      search_results: this.search_.results,
+      searching: this.search_.busy,
+      search_error: this.search_.error,
+      search_open: !!this.search_.query,
     };
   }
 
@@ -656,6 +663,108 @@ class ChatEngine {
   toggleSidebar() {
     this.sidebarOpen = !this.sidebarOpen;
     this.changed();
+  }
+
+  // ----- search -----
+
+  /** Search every room this user may read (the search event); results replace the panel's. */
+  async search(form) {
+    const query = String(form?.q ?? "").trim();
+    this.search_ = { ...this.search_, query, results: [], error: "", busy: !!query };
+    this.changed();
+    if (!query) return;
+    if (!this.conn) {
+      this.search_ = { ...this.search_, busy: false, error: "Not connected: search again in a moment." };
+      this.changed();
+      return;
+    }
+    let ack;
+    try {
+      ack = await this.call(this.conn, "search", { q: query.slice(0, SEARCH_MAX), limit: SEARCH_PAGE });
+    } catch (error) {
+      ack = { ok: false, detail: String(error?.message ?? error) };
+    }
+    if (this.search_.query !== query) return; // a newer search replaced this one
+    const hits = ack.ok && Array.isArray(ack.messages) ? ack.messages : [];
+    this.search_ = {
+      ...this.search_,
+      busy: false,
+      error: ack.ok ? (hits.length ? "" : "No messages match.") : `Search failed: ${ack.detail ?? ack.error}`,
+      results: hits.map((hit) => ({
+        key: `${hit.room}/${hit.id}`,
+        room: String(hit.room),
+        id: String(hit.id),
+        user: String(hit.user?.name ?? "?"),
+        time: clock(hit.ts),
+        // text nodes, the matched words marked: never markup from a message
+        segments: (Array.isArray(hit.highlight) ? hit.highlight : [{ text: String(hit.text ?? ""), match: false }]).map(
+          (seg) => ({ text: String(seg?.text ?? ""), match: seg?.match === true }),
+        ),
+      })),
+    };
+    this.changed();
+  }
+
+  closeSearch() {
+    this.search_ = { query: "", results: [], busy: false, error: "", found: "" };
+    this.changed();
+  }
+
+  /** Open a result's room with the history around it loaded, and show it there, marked. */
+  async openResult(room, id) {
+    this.openRoom(room);
+    this.search_ = { ...this.search_, query: "", found: id };
+    this.changed();
+    const seq = Number(id);
+    const conn = await this.joinedConn(room);
+    if (conn) {
+      // Older pages until the message is in the log (it stays one unbroken run of history).
+      for (let page = 0; page < 4 && this.find(room, id) === null; page += 1) {
+        const log = this.logs[room] ?? [];
+        if (log.length && log[0].seq <= seq) break;
+        const request = { room, limit: 500 };
+        if (log.length) request.before = log[0].id;
+        const ack = await this.call(conn, "history", request).catch(() => ({ ok: false }));
+        if (!ack.ok || !this.s.joined.includes(room)) break;
+        this.logs[room] = merge(this.logs[room] ?? [], ack.messages)[0];
+        this.s.more[room] = !!ack.more;
+        if (!ack.more) break;
+      }
+      if (this.find(room, id) === null) {
+        // Too far back for that: the page around it (before = its id + 25).
+        const before = String(seq + 25).padStart(id.length, "0");
+        const ack = await this.call(conn, "history", { room, before, limit: 50 }).catch(() => ({ ok: false }));
+        if (ack.ok) this.logs[room] = merge(this.logs[room] ?? [], ack.messages)[0];
+      }
+    }
+    const log = this.logs[room] ?? [];
+    const at = indexOf(log, id);
+    if (at >= 0) this.window[room] = Math.max(this.window[room] ?? WINDOW, log.length - at + 10);
+    this.save();
+    this.changed();
+    this.reveal(id);
+  }
+
+  /** The connection once it has joined `room` (openRoom asked it to), or null. */
+  async joinedConn(room) {
+    for (let tries = 0; tries < 100; tries += 1) {
+      if (this.conn?.inRooms.has(room)) return this.conn;
+      await sleep(50);
+    }
+    return null;
+  }
+
+  /** Scroll to the message and mark it (a class on its bubble) once the page shows it. */
+  reveal(id, tries = 0) {
+    if (typeof document === "undefined" || this.search_.found !== id) return;
+    const bubble = document.querySelector(`#messages [data-id="${CSS.escape(id)}"]`);
+    if (bubble === null) {
+      if (tries < 40) setTimeout(() => this.reveal(id, tries + 1), 50);
+      return;
+    }
+    for (const old of document.querySelectorAll("#messages .msg-found")) old.classList.remove("msg-found");
+    bubble.classList.add("msg-found");
+    bubble.scrollIntoView({ block: "center" });
   }
 
   // ----- the connection -----

@@ -19,6 +19,7 @@ from typing import Any
 
 import socketio
 
+from backend import search as search_
 from backend.auth import Identity
 from backend.config import Settings
 from backend.fanout import EVICT_EVENT, REVOKE_EVENT, REVOKE_ROOM, Fanout
@@ -38,6 +39,7 @@ from backend.models import (
     MemberRequest,
     ReactRequest,
     ReadRequest,
+    SearchRequest,
     SendRequest,
     TypingRequest,
     parse,
@@ -812,6 +814,25 @@ class Chat:
         listed = [{"name": n, "members": counts.get(n, 0)} for n in names]
         self._directory = (time.monotonic(), listed)
         return listed
+
+    async def search(self, sid: str, data: Any) -> dict[str, Any]:
+        """The ``search`` event, within the connection's search rate (searches cost more than sends)."""
+        req = parse(SearchRequest, data)
+        conn = self.connection(sid)
+        search_.allow(self, sid)
+        return await self.find(conn.user, req)
+
+    async def find(self, user: User, req: SearchRequest) -> dict[str, Any]:
+        """Full-text search over the rooms ``readable`` lets ``user`` read, and no other:
+        ``forbidden`` for a ``room`` it does not let through."""
+        if req.room is not None:
+            if not await self.readable(user, [req.room]):
+                raise ChatError("forbidden", f"you may not read {req.room!r}", 403)
+            candidates = [req.room]
+        else:
+            candidates = await self.readable(user, await self._store_call(self.store.rooms()))
+        hits, more = await self._store_call(self.store.search(req.q, candidates, req.before, req.limit))
+        return {"ok": True, "messages": hits, "more": more, "next": hits[-1]["cursor"] if more and hits else None}
 
     # -- bridge (plain WebSocket) ---------------------------------------------------
 

@@ -99,7 +99,7 @@ def register(sio: socketio.AsyncServer, chat: Chat) -> None:
 
         return handle
 
-    events = ("join", "leave", "message", "typing", "history", "edit", "delete", "react", "read")
+    events = ("join", "leave", "message", "typing", "history", "edit", "delete", "react", "read", "search")
     for name in (*events, "create", "invite", "kick", "dm"):
         sio.on(name, handler(getattr(chat, name)))
 

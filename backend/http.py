@@ -23,17 +23,22 @@ from quart_schema import (
 from werkzeug.exceptions import HTTPException
 
 from backend import origins
+from backend import search as search_
 from backend.chat import Chat
 from backend.http_auth import auth_api
 from backend.limits import KeyedBuckets
 from backend.models import (
     MESSAGE_ID_RE,
+    SEARCH_MAX,
     ChatError,
     HttpEdit,
     HttpPostMessage,
     HttpReact,
     JoinRequest,
     MessageId,
+    RoomName,
+    SearchCursor,
+    SearchRequest,
     parse,
 )
 from backend.presence import User
@@ -286,6 +291,53 @@ async def my_rooms() -> MyRoomsOut:
     """The rooms of the signed-in user (Bearer), with unread counts as of their read marks."""
     user = await _signed_in()
     return MyRoomsOut(rooms=[MyRoomOut(**r) for r in await _chat().my_rooms(user)])
+
+
+class SearchArgs(BaseModel):
+    """The query string of ``GET /api/search`` (checked again as the ``search`` event's payload)."""
+
+    q: str = Field(min_length=1, max_length=SEARCH_MAX)
+    room: RoomName | None = None
+    before: SearchCursor | None = None
+    limit: int = Field(default=20, ge=1, le=100)
+
+
+class SegmentOut(BaseModel):
+    text: str
+    match: bool
+
+
+class HitOut(MessageOut):
+    highlight: list[SegmentOut]
+    """The text in segments, the matched words marked: render each as a text node."""
+    cursor: str
+    """``before`` for the results after this one."""
+
+
+class SearchOut(BaseModel):
+    ok: bool = True
+    messages: list[HitOut]
+    more: bool
+    next: str | None = None
+    """The last hit's ``cursor`` when ``more``."""
+
+
+@api.get("/api/search")
+@validate_querystring(SearchArgs)
+@validate_response(SearchOut)
+@document_response(ErrorOut, 400)
+@document_response(ErrorOut, 401)
+@document_response(ErrorOut, 403)
+@document_response(ErrorOut, 429)
+@document_response(ErrorOut, 503)
+async def search_messages(query_args: SearchArgs) -> SearchOut:
+    """Full-text search (Bearer) over every room the user may read, best match first
+    within each window of the newest matches; ``room`` narrows it to one room."""
+    user = await _signed_in()
+    req = parse(SearchRequest, query_args.model_dump(exclude_none=True))
+    search_.allow(_chat(), "user:" + user["id"])
+    found = await _chat().find(user, req)
+    return SearchOut(messages=[HitOut(**m) for m in found["messages"]], more=found["more"], next=found["next"])
 
 
 @api.patch("/api/rooms/<room>/messages/<message_id>")

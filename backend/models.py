@@ -160,6 +160,38 @@ class HistoryRequest(Payload):
     limit: int = Field(default=50, ge=1, le=500)
 
 
+SEARCH_MAX = 200
+"""Characters of a search query: a query is a few words, not a message."""
+
+
+def _check_query(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError("the query must not be empty")
+    if not any(ch.isalnum() for ch in value):
+        raise ValueError("the query has no words to search for")
+    return value
+
+
+SearchQuery = Annotated[
+    str,
+    StringConstraints(max_length=SEARCH_MAX),
+    AfterValidator(_check_query),
+    Field(json_schema_extra={"minLength": 1}),
+]
+SearchCursor = Annotated[str, StringConstraints(min_length=2, max_length=120, pattern=r"^[0-9]+:[0-9a-z._-]*$")]
+"""A hit's ``cursor``: the page after it (``backend.search``)."""
+
+
+class SearchRequest(Payload):
+    """The ``search`` event; ``GET /api/search`` takes the same as its query string."""
+
+    q: SearchQuery
+    room: RoomName | None = None
+    before: SearchCursor | None = None
+    limit: int = Field(default=20, ge=1, le=100)
+
+
 TEXT_SCHEMA_PATTERN = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
 """What ``_check_text`` accepts, for the OpenAPI schema: some non-blank character, no NUL."""
 

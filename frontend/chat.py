@@ -101,6 +101,26 @@ class RoomInfo:
     dm: bool
 
 
+@dataclasses.dataclass
+class Segment:
+    """A piece of a search hit's text; ``match``: one of the words searched for."""
+
+    text: str
+    match: bool
+
+
+@dataclasses.dataclass
+class SearchResult:
+    """One search hit as the results panel shows it (built by the engine)."""
+
+    key: str
+    room: str
+    id: str
+    user: str
+    time: str
+    segments: list[Segment]
+
+
 def field(name: str, type_: Any) -> rx.Var:
     """A var holding one field of the engine's view."""
     local = f"fleetchat_{name}"
@@ -182,3 +202,8 @@ loading_older = field("loading_older", bool)
 sidebar_open = field("sidebar_open", bool)
 replying = field("replying", str)
 """The message the next one answers, as "name: text", or empty."""
+search_results = field("search_results", list[SearchResult])
+searching = field("searching", bool)
+search_error = field("search_error", str)
+search_open = field("search_open", bool)
+"""A search was made and its panel is shown (until a result is opened or it is closed)."""

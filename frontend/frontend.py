@@ -13,6 +13,7 @@ from reflex_base.event import FORM_DATA
 from frontend import chat
 from frontend.components.header import header
 from frontend.components.messages import composer, invite_bar, message_list, typing_line
+from frontend.components.search import search_panel
 from frontend.components.sidebar import sidebar
 
 
@@ -140,6 +141,7 @@ def chat_view() -> rx.Component:
                 min_width="0",
                 height="100%",
             ),
+            search_panel(),
             flex="1",
             min_height="0",
             width="100%",

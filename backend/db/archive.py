@@ -14,13 +14,15 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, case, func, select, text, tuple_, update
+from sqlalchemy import ARRAY, Text, bindparam, case, func, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from backend import search
 from backend.db.schema import messages, reads, room_access, room_members, rooms, updates
 from backend.db.urls import driver_url, is_sqlite
+from backend.models import ChatError
 
 Message = dict[str, Any]
 
@@ -273,6 +275,60 @@ class Archive:
         query = select(reads.c.room, reads.c.seq).where(reads.c.user_id == user_id)
         async with self.engine.connect() as conn:
             return {room: int(seq) for room, seq in await conn.execute(query)}
+
+    async def search(
+        self, query: str, rooms_: list[str] | None, before: str | None, limit: int
+    ) -> tuple[list[Message], bool]:
+        """``MessageStore.search`` over the ``messages.search`` tsvector (migration 0005),
+        ranked by ``ts_rank_cd`` within windows of the newest matches; a window's
+        position is ``<ts>.<seq>.<room>`` of the match it starts after."""
+        if self._sqlite:
+            raise ChatError("unavailable", "search needs a PostgreSQL DATABASE_URL", 503)
+        words = search.terms(query)
+        cursor = search.Cursor.parse(before)
+        after: tuple[int, str, int] | None = None
+        if cursor.position:
+            ts, seq = cursor.numbers(2)
+            room = cursor.position.split(".", 2)[-1]
+            if cursor.position.count(".") < 2 or not room:
+                raise search.bad_cursor()
+            after = (ts, room, seq)
+        if not words or rooms_ == []:
+            return [], False
+        where = ["search @@ to_tsquery('simple', :q)"]
+        params: dict[str, Any] = {"q": " & ".join(f"'{w}'" for w in words), "n": search.WINDOW + 1}
+        binds = []
+        if rooms_ is not None:
+            where.append("room = ANY(:rooms)")
+            params["rooms"] = rooms_
+            binds.append(bindparam("rooms", type_=ARRAY(Text)))
+        if after is not None:
+            where.append("(ts, room, seq) < (:ts, :room, :seq)")
+            params |= {"ts": after[0], "room": after[1], "seq": after[2]}
+        sql = text(
+            "SELECT c.room, c.seq, c.ts, ts_rank_cd(c.search, to_tsquery('simple', :q)) FROM ("
+            f" SELECT room, seq, ts, search FROM messages WHERE {' AND '.join(where)}"
+            " ORDER BY ts DESC, room DESC, seq DESC LIMIT :n) c"
+        ).bindparams(*binds)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(sql, params)).all()
+            window = rows[: search.WINDOW]
+            # best first; newest first among equals (the window came newest first, and sorted() is stable)
+            ranked = sorted(window, key=lambda r: -r[3])
+            oldest = f"{window[-1][2]}.{window[-1][1]}.{window[-1][0]}" if window else ""
+            shown, more = search.page(ranked, len(rows) > search.WINDOW, cursor, limit, oldest)
+            keys = [(room, int(seq)) for (room, seq, _ts, _rank), _ in shown]
+            found = {}
+            if keys:
+                query_ = select(messages.c.room, messages.c.seq, messages.c.body).where(
+                    tuple_(messages.c.room, messages.c.seq).in_(keys)
+                )
+                found = {(r, int(q)): b for r, q, b in await conn.execute(query_)}
+        hits = []
+        for key, (_, cursor_after) in zip(keys, shown, strict=True):
+            if key in found:
+                hits.append(search.hit(orjson.loads(found[key]), words, cursor_after))
+        return hits, more
 
     async def rooms(self) -> list[str]:
         async with self.engine.connect() as conn:

@@ -5,10 +5,13 @@
 that replaces the body removes the text from the database for good.
 ``accounts`` holds who may sign in (fleet mode; embedded files had the same
 table before it was here), so losing Redis costs sessions, never an account.
-Alembic's migrations must produce exactly this (a test compares them).
+Alembic's migrations must produce exactly this (a test compares them), except
+the search indexes (migration 0005), which ``include_object`` leaves out.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, MetaData, PrimaryKeyConstraint, Table, Text, text
 
@@ -96,3 +99,15 @@ room_members = Table(
     Index("room_members_user", "user_id"),
     sqlite_with_rowid=False,
 )
+
+SEARCH_TABLE = "messages_fts"
+"""SQLite's FTS5 table of message text (and its shadow tables ``messages_fts_*``)."""
+SEARCH_OBJECTS = frozenset({"search", "messages_search", "messages_recent"})
+"""PostgreSQL's ``messages.search`` tsvector column and its indexes."""
+
+
+def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+    """Alembic's filter: everything but the search indexes, which SQLAlchemy cannot describe."""
+    if type_ == "table" and name is not None and name.startswith(SEARCH_TABLE):
+        return False
+    return not (reflected and compare_to is None and name in SEARCH_OBJECTS)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backend.lifecycle import Change
+from backend.models import ChatError
 
 Message = dict[str, Any]
 """``{"id", "seq", "room", "user": {"id", "name"}, "text", "ts", "client_id"}``, and as
@@ -194,3 +195,15 @@ class MessageStore(abc.ABC):
     @abc.abstractmethod
     async def rooms(self) -> list[str]:
         """Every room that exists."""
+
+    async def search(
+        self, query: str, rooms: list[str] | None, before: str | None, limit: int
+    ) -> tuple[list[Message], bool]:
+        """Messages whose text has every word of ``query``, in ``rooms`` only (None: every
+        room; the caller passes what ``Chat.readable`` allows), and whether more follow.
+        Ranked in windows of the newest matches (``backend.search``); ``before`` is the
+        ``cursor`` of the last hit of the previous page. Each hit is the message's current
+        state plus ``highlight`` (``[{"text", "match"}]``) and ``cursor``. Edited messages
+        are found by their new text, deleted ones never. A store without an index answers
+        ``unavailable``."""
+        raise ChatError("unavailable", "this store has no search index", 503)

@@ -28,6 +28,7 @@ from backend import lifecycle
 from backend.archiver import ARCHIVE_KEY, archived_key
 from backend.db.archive import Archive
 from backend.lifecycle import Change
+from backend.models import ChatError
 from backend.store.base import (
     AppendResult,
     ChangeResult,
@@ -581,6 +582,20 @@ class RedisStore(MessageStore):
         if code == 0:
             return ChangeResult(lifecycle.update_event(message, change.kind, message.get("rev", 0)), created=False)
         return ChangeResult(lifecycle.update_event(message, change.kind, result[2]), True, announced=bool(channel))
+
+    async def search(
+        self, query: str, rooms: list[str] | None, before: str | None, limit: int
+    ) -> tuple[list[Message], bool]:
+        """The archive's search: Redis keeps no index (and only a window of each room).
+        A message is found once the archiver has copied it (usually within a second)."""
+        if self.archive is None:
+            raise ChatError("unavailable", "search needs the PostgreSQL archive: set DATABASE_URL", 503)
+        try:
+            return await self.archive.search(query, rooms, before, limit)
+        except ChatError:
+            raise  # a bad cursor
+        except Exception as exc:  # the database is down
+            raise StoreUnavailable(f"database: {exc}") from exc
 
     # -- the archive beyond the window --------------------------------------------
 

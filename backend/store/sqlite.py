@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 import sqlalchemy
 
-from backend import lifecycle
+from backend import lifecycle, search
 from backend.db import migrate
 from backend.db.schema import metadata
 from backend.lifecycle import Change
@@ -39,6 +39,15 @@ from backend.store.base import (
 
 _PRAGMAS = "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
 """Write-ahead log: readers never wait for the writer, and one fsync per group commit."""
+
+FTS_SHIFT = 1 << 20
+"""``messages_fts`` rowids are ``ts * FTS_SHIFT + n`` (migration 0005): newest first is rowid order.
+Its ``room`` is the name's UTF-8 in hex: one token, so a room's rows are one posting list."""
+_FTS_TABLE = (
+    "CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5("
+    "text, room, seq UNINDEXED, tokenize = 'unicode61 remove_diacritics 0')"
+)
+"""What migration 0005 makes, for an in-memory database (which has no migrations)."""
 
 _AppendRequest = tuple[str, dict[str, str], str, str, int, int | None]
 
@@ -79,6 +88,11 @@ class SqliteStore(MessageStore):
         self._flusher: asyncio.Task[None] | None = None
         self._rooms: dict[str, list[Any]] = {}  # name -> [epoch, last_seq, last_rev]; writer thread only
         self._change_ids: OrderedDict[tuple[str, str, str], tuple[int, int]] = OrderedDict()  # -> (seq, rev)
+        self._fts_last: tuple[int, int] | None = None
+        """The newest ``messages_fts`` rowid's (ts, n) the writer gave; writer thread only."""
+        self._reader: sqlite3.Connection | None = None
+        self._search_executor: ThreadPoolExecutor | None = None
+        """Searches run on a thread and connection of their own: a long one never delays a write."""
 
     async def open(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
@@ -93,12 +107,24 @@ class SqliteStore(MessageStore):
         db.executescript(_PRAGMAS)
         if self._path == ":memory:":
             metadata.create_all(sqlalchemy.create_engine("sqlite://", creator=lambda: db))
+            db.execute(_FTS_TABLE)
         self._reload_rooms(db)
         self._db = db
+
+    def _open_reader(self) -> None:
+        reader = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+        reader.execute("PRAGMA query_only = ON")
+        self._reader = reader
 
     async def close(self) -> None:
         if self._flusher:
             await asyncio.shield(self._flusher)
+        if self._search_executor is not None:
+            if self._reader is not None:
+                await asyncio.get_running_loop().run_in_executor(self._search_executor, self._reader.close)
+                self._reader = None
+            self._search_executor.shutdown(wait=True)
+            self._search_executor = None
         if self._executor:
             if self._db is not None:
                 await self._run(self._db.close)
@@ -243,6 +269,7 @@ class SqliteStore(MessageStore):
             except sqlite3.Error:
                 pass  # a failed COMMIT has rolled back already
             self._reload_rooms(db)
+            self._fts_last = None
             raise
         for key, value in remembered:
             self._change_ids[key] = value
@@ -319,6 +346,7 @@ class SqliteStore(MessageStore):
             "INSERT INTO messages (room, seq, user_id, client_id, ts, rev, body) VALUES (?, ?, ?, ?, ?, 0, ?)",
             (room, seq, user["id"], client_id, ts, orjson.dumps(message).decode()),
         )
+        self._index(db, ts, room, seq, text)
         row[1] = seq
         return AppendResult(message, created=True)
 
@@ -343,6 +371,8 @@ class SqliteStore(MessageStore):
             "UPDATE messages SET body = ?, rev = ? WHERE room = ? AND seq = ?",
             (orjson.dumps(new).decode(), rev, change.room, change.seq),
         )
+        if new.get("text") != message.get("text"):
+            self._reindex(db, int(message.get("ts", 0)), change.room, change.seq, str(new.get("text") or ""))
         db.execute(
             "INSERT INTO updates (room, rev, seq, kind, ts) VALUES (?, ?, ?, ?, ?)",
             (change.room, rev, change.seq, change.kind, change.ts),
@@ -350,6 +380,40 @@ class SqliteStore(MessageStore):
         row[2] = rev
         remembered.append((key, (change.seq, rev)))
         return ChangeResult(lifecycle.update_event(new, change.kind, rev), created=True)
+
+    def _index(self, db: sqlite3.Connection, ts: int, room: str, seq: int, text: str) -> None:
+        """Add a message's text to ``messages_fts``, in the append's transaction."""
+        last = self._fts_last
+        if last is not None and last[0] == ts:
+            n = last[1] + 1
+        elif last is not None and last[0] < ts:
+            n = 0
+        else:  # the first of this run, or the clock went back: ask the index
+            found = db.execute(
+                "SELECT MAX(rowid) FROM messages_fts WHERE rowid BETWEEN ? AND ?",
+                (ts * FTS_SHIFT, (ts + 1) * FTS_SHIFT - 1),
+            ).fetchone()[0]
+            n = 0 if found is None else found - ts * FTS_SHIFT + 1
+        db.execute(
+            "INSERT INTO messages_fts (rowid, text, room, seq) VALUES (?, ?, ?, ?)",
+            (ts * FTS_SHIFT + n, text, room.encode().hex(), seq),
+        )
+        if last is None or last[0] <= ts:
+            self._fts_last = (ts, n)
+
+    def _reindex(self, db: sqlite3.Connection, ts: int, room: str, seq: int, text: str) -> None:
+        """An edit replaces the message's indexed text; a delete (no text) removes it."""
+        found = db.execute(
+            "SELECT rowid FROM messages_fts WHERE rowid BETWEEN ? AND ? AND room = ? AND seq = ?",
+            (ts * FTS_SHIFT, (ts + 1) * FTS_SHIFT - 1, room.encode().hex(), seq),
+        ).fetchone()
+        if found is None:
+            if text:
+                self._index(db, ts, room, seq, text)
+        elif text:
+            db.execute("UPDATE messages_fts SET text = ? WHERE rowid = ?", (text, found[0]))
+        else:
+            db.execute("DELETE FROM messages_fts WHERE rowid = ?", (found[0],))
 
     def _reload_rooms(self, db: sqlite3.Connection) -> None:
         rows = db.execute("SELECT name, epoch, last_seq, last_rev FROM rooms")
@@ -424,3 +488,60 @@ class SqliteStore(MessageStore):
 
     async def rooms(self) -> list[str]:
         return await self._run(lambda: sorted(self._rooms))
+
+    async def search(
+        self, query: str, rooms: list[str] | None, before: str | None, limit: int
+    ) -> tuple[list[Message], bool]:
+        words = search.terms(query)
+        cursor = search.Cursor.parse(before)
+        upto = cursor.numbers(1)[0] if cursor.position else 2**63 - 1
+        if not words or rooms == []:
+            return [], False
+        if rooms is not None and len(rooms) > 1:
+            try:
+                if set(rooms).issuperset(list(self._rooms)):
+                    rooms = None  # every room: no filter to check per match
+            except RuntimeError:
+                pass  # the writer added a room meanwhile: keep the filter
+
+        def read() -> tuple[list[Message], bool]:
+            db = self._db if self._path == ":memory:" else self._reader
+            if db is None:
+                self._open_reader()
+                db = self._reader
+            assert db is not None
+            match = "{text} : (" + " ".join(f'"{w}"' for w in words) + ")"
+            sql = "SELECT rowid, room, seq, text FROM messages_fts WHERE messages_fts MATCH ?"
+            args: list[Any] = []
+            if rooms is not None and len(rooms) == 1:
+                # one token per room: the index finds the room's rows itself
+                match = '{room} : "' + rooms[0].encode().hex() + '" AND ' + match
+            elif rooms is not None:
+                sql += " AND room IN (SELECT value FROM json_each(?))"
+                args.append(orjson.dumps([r.encode().hex() for r in rooms]).decode())
+            sql += " AND rowid < ? ORDER BY rowid DESC LIMIT ?"
+            args += [upto, search.WINDOW + 1]
+            rows = db.execute(sql, [match, *args]).fetchall()
+            window = rows[: search.WINDOW]
+            scores = search.bm25([r[3] for r in window], words)
+            # best first, newest first among equals (the window came newest first, and sorted() is stable)
+            ranked = [r for _, r in sorted(zip(scores, window, strict=True), key=lambda p: -p[0])]
+            oldest = str(window[-1][0]) if window else ""
+            shown, more = search.page(ranked, len(rows) > search.WINDOW, cursor, limit, oldest)
+            hits = []
+            for (_, room, seq, _text), after in shown:
+                found = db.execute(
+                    "SELECT body FROM messages WHERE room = ? AND seq = ?", (bytes.fromhex(room).decode(), seq)
+                ).fetchone()
+                if found is not None:
+                    hits.append(search.hit(orjson.loads(found[0]), words, after))
+            return hits, more
+
+        if self._path == ":memory:":
+            return await self._run(read)
+        if self._search_executor is None:
+            self._search_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-search")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._search_executor, read)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"sqlite: {exc}") from exc

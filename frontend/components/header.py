@@ -6,6 +6,7 @@ import reflex as rx
 
 from frontend import chat
 from frontend.components.badge import connection_badge
+from frontend.components.search import search_box
 
 
 def header() -> rx.Component:
@@ -27,6 +28,7 @@ def header() -> rx.Component:
                 "Leave room", id="leave-room", size="1", variant="ghost", on_click=chat.action("leaveRoom", chat.room)
             ),
         ),
+        search_box(),
         rx.text(chat.name, id="me", size="2", color_scheme="gray", class_name="room-title", max_width="30%"),
         connection_badge(),
         rx.button(

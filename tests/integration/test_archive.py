@@ -24,7 +24,7 @@ from backend.accounts import SqliteAccounts, UsernameTaken
 from backend.db import archive as archive_module
 from backend.db.archive import DEFAULT_EPOCH, Archive
 from backend.db.migrate import upgrade
-from backend.db.schema import accounts, messages, metadata, rooms, updates
+from backend.db.schema import accounts, include_object, messages, metadata, rooms, updates
 from backend.db.urls import driver_url
 from tests.dbhelpers import changed, message, sent
 from tests.support import ROOT, PostgresServer
@@ -56,7 +56,7 @@ async def schema_diffs(url: str) -> list[Any]:
     engine = create_async_engine(driver_url(url))
     try:
         async with engine.connect() as conn:
-            opts = {"compare_type": True, "compare_server_default": True}
+            opts = {"compare_type": True, "compare_server_default": True, "include_object": include_object}
             return await conn.run_sync(lambda c: compare_metadata(MigrationContext.configure(c, opts=opts), metadata))
     finally:
         await engine.dispose()
