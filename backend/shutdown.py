@@ -55,7 +55,7 @@ class Drain:
         sockets = [s for s in self._server.eio.sockets.values() if not s.closed]
         for sock in sockets:
             # None closes the websocket normally: at once for a handed-off socket
-            # (backend/lean_websocket.py), through its writer task otherwise.
+            # (backend/accel/lean_websocket.py), through its writer task otherwise.
             with contextlib.suppress(Exception):
                 sock.queue.put_nowait(None)
         bridges = list(self.bridge_closers.values())
