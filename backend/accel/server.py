@@ -56,10 +56,14 @@ def engineio_class(server_mixins: Sequence[type], socket_mixins: Sequence[type])
 
 
 class ChatServer(socketio.AsyncServer):
-    """python-socketio's server, with the engine.io server class it is given."""
+    """python-socketio's server, with the engine.io server class it is given, and a
+    packet class of its own: python-socketio sets ``json=`` on its packet class, which
+    would otherwise put fleetchat's JSON module under every Socket.IO client and server
+    in the process (a test's client, for one)."""
 
     def __init__(self, *args: Any, engineio_server: type[engineio.AsyncServer] = engineio.AsyncServer, **kwargs: Any):
         self._fleet_engineio = engineio_server
+        kwargs.setdefault("serializer", type("ChatPacket", (socketio.packet.Packet,), {}))
         super().__init__(*args, **kwargs)
 
     def _engineio_server_class(self) -> type[engineio.AsyncServer]:

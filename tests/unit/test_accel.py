@@ -31,6 +31,7 @@ from backend.accel import (
 )
 from backend.app import create_app
 from backend.config import Settings
+from backend.jsonio import OrjsonModule
 
 
 def _build(tmp_path: Path, **settings: Any) -> Any:
@@ -126,6 +127,12 @@ def test_sockets_registered_by_engineio_take_fleetchats_socket_class(eio: Any) -
     plain = AsyncSocket(eio, "sid-3")
     eio.sockets["sid-3"] = plain
     assert type(eio.sockets["sid-3"]) is eio.socket_class
+
+
+def test_the_servers_json_module_stays_on_its_own_packet_class(eio: Any) -> None:
+    import socketio
+
+    assert socketio.packet.Packet.json is not OrjsonModule  # other clients and servers keep the stdlib's
 
 
 def test_a_refused_gate_warns_once_per_cut_and_leaves_the_libraries_alone(
