@@ -12,7 +12,7 @@ from typing import Any
 
 import socketio
 
-from backend import logs
+from backend import accel, logs
 from backend.chat import Chat
 from backend.limits import client_address
 from backend.models import ChatError
@@ -81,9 +81,8 @@ def register(sio: socketio.AsyncServer, chat: Chat) -> None:
             chat.metrics.connections_refused.labels("malformed_packet").inc()
             log.warning("dropping a connection that sent a malformed packet (%s: %.80s)", type(exc).__name__, exc)
             await sio.eio.disconnect(eio_sid)
-            # engine.io then waits for the client to hang up; a hostile one
-            # never does. None ends the socket's writer, which closes the WebSocket.
-            sock.queue.put_nowait(None)
+            # engine.io then waits for the client to hang up; a hostile one never does.
+            accel.hang_up(sock)
 
     sio.eio.on("message", guarded)
 

@@ -26,9 +26,9 @@ from backend.accel import (
     quiet_gc,
 )
 from backend.accel.base import Cut
-from backend.accel.server import ChatServer, engineio_class
+from backend.accel.server import ChatServer, engineio_class, hang_up
 
-__all__ = ["CUTS", "ChatServer", "Cut", "configure", "details", "engineio_server_class", "settle"]
+__all__ = ["CUTS", "ChatServer", "Cut", "configure", "details", "engineio_server_class", "hang_up", "settle"]
 
 CUTS: tuple[Cut, ...] = (
     decline_deflate.CUT,

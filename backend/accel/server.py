@@ -68,3 +68,14 @@ class ChatServer(socketio.AsyncServer):
 
     def _engineio_server_class(self) -> type[engineio.AsyncServer]:
         return self._fleet_engineio
+
+
+def hang_up(sock: Any) -> None:
+    """Close an engine.io socket's websocket now, with a normal close.
+
+    The convention it names: ``None`` on a socket's send queue means "stop
+    writing". python-engineio's own writer task (stock, or the lean handler's
+    copy) then closes the websocket; a handed-off socket's ``DirectQueue``
+    (``lean_websocket``) closes it at once. A long-polling socket's next poll
+    ends empty. Valid with every cut on or off."""
+    sock.queue.put_nowait(None)
