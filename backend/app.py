@@ -18,7 +18,7 @@ import socketio
 from quart import Quart
 from quart_schema import Info, QuartSchema
 
-from backend import http, lean_websocket, logs
+from backend import accel, http, logs
 from backend.accounts import build_accounts
 from backend.archiver import archive_lag, ensure_archive_group, lag_gauge
 from backend.auth import Identity
@@ -31,12 +31,6 @@ from backend.jsonio import OrjsonModule
 from backend.metrics import Metrics
 from backend.notifier import LocalNotifier
 from backend.presence import MemoryPresence, Presence, RedisPresence
-from backend.server_tuning import (
-    decline_websocket_compression,
-    quiet_garbage_collector,
-    remember_websocket_transports,
-    trim_idle_connection_memory,
-)
 from backend.shutdown import Drain
 from backend.store import build_store
 from backend.store.redis import RedisStore, ensure_mention_group
@@ -50,7 +44,9 @@ REDIS_MANAGER_OPTIONS = {"socket_connect_timeout": 1.0, "health_check_interval":
 def create_app(settings: Settings | None = None) -> tuple[Any, Quart, Chat]:
     """The ASGI app, the Quart app and the chat service, wired for ``settings``."""
     settings = settings or get_settings()
-    lean_websocket.enabled = settings.lean_websockets
+    # The fast path's cuts apply here, before the servers they shape are built.
+    switched_off = {} if settings.lean_websockets else {"lean_websocket": "CHAT_LEAN_WEBSOCKETS=false"}
+    accel.configure(settings.accel == "on", switched_off)
     metrics = Metrics()
     store = build_store(settings)
     accounts = build_accounts(settings)
@@ -60,7 +56,8 @@ def create_app(settings: Settings | None = None) -> tuple[Any, Quart, Chat]:
         if fleet
         else LocalManager()
     )
-    sio = socketio.AsyncServer(
+    sio = accel.ChatServer(
+        engineio_server=accel.engineio_server_class(),
         async_mode="asgi",
         client_manager=manager,
         json=OrjsonModule,
@@ -85,7 +82,6 @@ def create_app(settings: Settings | None = None) -> tuple[Any, Quart, Chat]:
     if isinstance(store, RedisStore):
         store.on_epoch = chat.apply_epoch
     register(sio, chat)
-    logs.instrument_socketio(sio)
 
     app = Quart("fleetchat")
     # exclude_none: a user object carries "guest" or "username" only when it has one.
@@ -138,7 +134,7 @@ def create_app(settings: Settings | None = None) -> tuple[Any, Quart, Chat]:
         if notifier is not None:
             chat.notify_local = notifier.submit
             tasks.append(asyncio.create_task(notifier.run()))
-        quiet_garbage_collector()
+        accel.settle()
         log.info("fleetchat instance %s ready (%s mode)", settings.instance_id, "fleet" if fleet else "embedded")
 
     @app.after_serving
@@ -212,8 +208,5 @@ async def _tolerate(awaitable: Any) -> None:
         log.warning("ignored during start/stop: %s", exc)
 
 
-decline_websocket_compression()
-trim_idle_connection_memory()  # before remember_websocket_transports, which wraps its handler
-remember_websocket_transports()
 logs.configure(get_settings().log_format, get_settings().log_level)
 asgi, app, chat = create_app()

@@ -54,8 +54,12 @@ class Settings(BaseSettings):
     trusted_proxies: str = ""
     """Comma-separated peer addresses (the load balancer) whose X-Forwarded-For is believed."""
     dedupe_ttl_seconds: int = Field(default=86_400, ge=60)
+    accel: Literal["on", "off"] = "on"
+    """``CHAT_ACCEL``: ``off`` applies none of the fast path's cuts (backend/accel/), so the
+    libraries run as they ship: slower and heavier per connection, same behaviour."""
     lean_websockets: bool = True
-    """Hand Socket.IO websockets off from hypercorn after the handshake (backend/lean_websocket.py)."""
+    """``CHAT_LEAN_WEBSOCKETS=false`` switches off one cut, ``lean_websocket``: Socket.IO websockets
+    stay with hypercorn and engine.io's own handler (``CHAT_ACCEL=off`` implies it)."""
     ping_interval_seconds: float = Field(default=20.0, gt=0, le=300, description="Engine.IO ping every this often")
     ping_timeout_seconds: float = Field(default=20.0, gt=0, le=300, description="a client that misses its pong is gone")
     presence_ttl_seconds: float = Field(default=15.0, gt=1)

@@ -12,6 +12,7 @@ from typing import Any
 
 import socketio
 
+from backend import accel, logs
 from backend.chat import Chat
 from backend.limits import client_address
 from backend.models import ChatError
@@ -23,7 +24,8 @@ Action = Callable[[str, Any], Awaitable[dict[str, Any]]]
 
 
 def register(sio: socketio.AsyncServer, chat: Chat) -> None:
-    @sio.event
+    @sio.on("connect")
+    @logs.logged_connection
     async def connect(sid: str, environ: Any = None, auth: Any = None, *extra: Any) -> Any:
         if sid in chat.connections or not isinstance(environ, dict) or extra:
             return _reserved("connect")  # an event a client emitted, not a new connection
@@ -42,11 +44,13 @@ def register(sio: socketio.AsyncServer, chat: Chat) -> None:
         await sio.enter_room(sid, chat.mention_room_of(user))
         await sio.enter_room(sid, chat.user_room_of(user))
 
-    @sio.event
+    @sio.on("disconnect")
+    @logs.with_sid
     async def disconnect(sid: str, reason: Any = None, *extra: Any) -> Any:
         if sio.manager.is_connected(sid, "/"):
             return _reserved("disconnect")  # emitted by a client that is still connected
         await chat.close_connection(sid)
+        logs.log.info("socket disconnected", extra={"reason": None if reason is None else str(reason)})
         return None
 
     def _reserved(name: str) -> dict[str, Any]:
@@ -78,13 +82,13 @@ def register(sio: socketio.AsyncServer, chat: Chat) -> None:
             chat.metrics.connections_refused.labels("malformed_packet").inc()
             log.warning("dropping a connection that sent a malformed packet (%s: %.80s)", type(exc).__name__, exc)
             await sio.eio.disconnect(eio_sid)
-            # engine.io then waits for the client to hang up; a hostile one
-            # never does. None ends the socket's writer, which closes the WebSocket.
-            sock.queue.put_nowait(None)
+            # engine.io then waits for the client to hang up; a hostile one never does.
+            accel.hang_up(sock)
 
     sio.eio.on("message", guarded)
 
     def handler(action: Action) -> Callable[..., Awaitable[dict[str, Any]]]:
+        @logs.with_sid
         async def handle(sid: str, *args: Any) -> dict[str, Any]:
             if len(args) != 1:
                 return ChatError("bad_request", "expected exactly one payload object").ack()
@@ -105,6 +109,10 @@ def register(sio: socketio.AsyncServer, chat: Chat) -> None:
 
     @sio.on("*")
     async def unknown(event: str, sid: str, *args: Any) -> dict[str, Any]:
+        return await _unknown(sid, event)
+
+    @logs.with_sid
+    async def _unknown(sid: str, event: Any) -> dict[str, Any]:
         chat.metrics.refused.labels("unknown_event").inc()
         return {"ok": False, "error": "unknown_event", "detail": f"no such event: {str(event)[:64]!r}"}
 

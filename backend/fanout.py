@@ -3,9 +3,9 @@
 ``Fanout`` is the hot path of every delivery: each message is encoded once,
 and the frames of a tick are written once per recipient, with no task or
 await per recipient (python-socketio's generic ``emit`` spawns a task per
-recipient and hypercorn adds a dozen calls per frame). It reaches into
-python-engineio's socket queue and hypercorn's transport, which is why
-requirements.txt pins both.
+recipient and hypercorn adds a dozen calls per frame). Its direct
+writes are the accel cut ``direct_transport`` (backend/accel/); without it the
+frames go through engine.io's socket queue.
 
 Chat ``message`` events, whichever way they arrive, go through the ``Relay``
 so each socket sees every message once and in ``seq`` order. Everything else
@@ -22,9 +22,10 @@ import socketio
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
-from backend.lean_websocket import text_frame
+from backend.accel import listener
+from backend.accel.direct_transport import transport_of
+from backend.accel.lean_websocket import text_frame
 from backend.relay import Relay
-from backend.server_tuning import direct_transport
 
 REVOKE_EVENT = "fc:revoke"
 """Published to every instance when a session ends: never delivered to a client."""
@@ -88,7 +89,7 @@ class Fanout:
                 if sock is None or sock.closed:
                     continue
                 mine = [i for i, entry in enumerate(entries) if entry[1] != sid] if sid in skips else None
-                transport = direct_transport(sock)
+                transport = transport_of(sock)
                 if transport is not None:
                     if transport.get_write_buffer_size() > self._max_buffer:
                         self.slow_consumers_dropped += 1
@@ -164,25 +165,11 @@ class FleetManager(RelayHook, socketio.AsyncRedisManager):
     meanwhile is lost to pub/sub, so the relay sweeps the store at once."""
     max_retry_sleep = 2.0
 
-    async def _redis_listen_with_retries(self):  # type: ignore[no-untyped-def]
-        # Upstream backs off to 60 s; a chat wants to be back within seconds
-        # of Redis returning, and to know when it resubscribed.
-        retry_sleep = 0.1
-        while True:
-            try:
-                self._redis_connect()
-                await self.pubsub.subscribe(self.channel)
-                retry_sleep = 0.1
-                if self.on_resubscribe is not None:
-                    self.on_resubscribe()
-                async for message in self.pubsub.listen():
-                    yield message
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._get_logger().warning("pub/sub listener lost Redis (%s); retrying in %.1fs", exc, retry_sleep)
-                await asyncio.sleep(retry_sleep)
-                retry_sleep = min(retry_sleep * 2, self.max_retry_sleep)
+    def _redis_listen_with_retries(self):  # type: ignore[no-untyped-def]
+        # The accel cut ``listener``: back within seconds of Redis returning, and say so.
+        if listener.CUT.applied:
+            return listener.listen_with_retries(self)
+        return super()._redis_listen_with_retries()
 
     on_epoch: Callable[[dict[str, Any]], None] | None = None
     """Resets this instance's relays for a room whose history began again (backend.chat.apply_epoch)."""

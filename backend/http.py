@@ -22,7 +22,7 @@ from quart_schema import (
 )
 from werkzeug.exceptions import HTTPException
 
-from backend import origins
+from backend import accel, origins
 from backend import search as search_
 from backend.chat import Chat
 from backend.http_auth import auth_api
@@ -113,6 +113,20 @@ class StatusOut(BaseModel):
     detail: str = ""
 
 
+class AccelCutOut(BaseModel):
+    cut: str
+    library: str
+    versions: dict[str, str]
+    """distribution -> the exact version the cut is written against."""
+    applied: bool
+    why: str
+
+
+class ReadyOut(StatusOut):
+    accel: list[AccelCutOut]
+    """The fast path's cuts (backend/accel/) and whether each applied."""
+
+
 class ErrorOut(BaseModel):
     ok: bool = False
     error: str
@@ -135,20 +149,21 @@ async def healthz() -> StatusOut:
 
 
 @api.get("/readyz")
-@validate_response(StatusOut, 200)
-@validate_response(StatusOut, 503)
-async def readyz() -> tuple[StatusOut, int]:
-    """The store and the message bus answer; 503 otherwise."""
+@validate_response(ReadyOut, 200)
+@validate_response(ReadyOut, 503)
+async def readyz() -> tuple[ReadyOut, int]:
+    """The store and the message bus answer; 503 otherwise. ``accel`` lists the fast path's cuts."""
     chat = _chat()
+    cuts = [AccelCutOut(**cut) for cut in accel.details()]
     drain = current_app.extensions.get("fleetchat_drain")
     if drain is not None and drain.draining:
-        return StatusOut(ok=False, detail="draining: this instance is shutting down"), 503
+        return ReadyOut(ok=False, detail="draining: this instance is shutting down", accel=cuts), 503
     if not await chat.store.ping():
-        return StatusOut(ok=False, detail="store unavailable"), 503
+        return ReadyOut(ok=False, detail="store unavailable", accel=cuts), 503
     bus_ping = current_app.extensions.get("fleetchat_bus_ping")
     if bus_ping is not None and not await bus_ping():
-        return StatusOut(ok=False, detail="message bus unavailable"), 503
-    return StatusOut(ok=True), 200
+        return ReadyOut(ok=False, detail="message bus unavailable", accel=cuts), 503
+    return ReadyOut(ok=True, accel=cuts), 200
 
 
 @api.get("/api/rooms")

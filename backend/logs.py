@@ -10,10 +10,12 @@ variables, so handlers need not pass them around.
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -85,48 +87,53 @@ def configure(log_format: str = "text", level: str = "INFO") -> None:
             existing.setFormatter(formatter)
 
 
-def instrument_socketio(sio: Any) -> None:
-    """Bind the ``sid`` to every record logged while one of ``sio``'s handlers runs,
-    and log each connection's start and end (with the balancer's request id)."""
-    trigger = sio._trigger_event
+def with_sid(handler: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """``handler(sid, *args)``, a Socket.IO handler, with ``sid_var`` bound while it runs,
+    so every record it logs carries the sid (set here, by fleetchat's own wrapper, rather
+    than in python-socketio's dispatch)."""
 
-    async def trigger_with_sid(event: str, namespace: str, *args: Any) -> Any:
-        sid = args[0] if args and isinstance(args[0], str) else None
-        token = sid_var.set(sid)
+    @functools.wraps(handler)
+    async def bound(sid: Any, *args: Any) -> Any:
+        token = sid_var.set(sid if isinstance(sid, str) else None)
         try:
-            if event == "connect" and len(args) >= 2 and isinstance(args[1], dict):
-                return await _connect(trigger, event, namespace, args)
-            result = await trigger(event, namespace, *args)
-            if event == "disconnect":
-                log.info("socket disconnected", extra={"reason": str(args[1]) if len(args) > 1 else None})
-            return result
+            return await handler(sid, *args)
         finally:
             sid_var.reset(token)
 
-    sio._trigger_event = trigger_with_sid
+    return bound
 
 
-async def _connect(trigger: Any, event: str, namespace: str, args: tuple[Any, ...]) -> Any:
-    environ: dict[str, Any] = args[1]
-    auth = args[2] if len(args) > 2 and isinstance(args[2], dict) else {}
-    fields = {
-        "client": environ.get("HTTP_X_FORWARDED_FOR") or environ.get("REMOTE_ADDR"),
-        "user": str(auth.get("name", ""))[:64],
-    }
-    token = request_id_var.set(environ.get("HTTP_X_REQUEST_ID") or None)
-    try:
+def logged_connection(connect: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """The ``connect`` handler, logging the connection's start or refusal with the
+    balancer's request id; the sid is bound as for every handler."""
+
+    @with_sid
+    @functools.wraps(connect)
+    async def logged(sid: Any, *args: Any) -> Any:
+        if not args or not isinstance(args[0], dict):
+            return await connect(sid, *args)
+        environ: dict[str, Any] = args[0]
+        auth = args[1] if len(args) > 1 and isinstance(args[1], dict) else {}
+        fields = {
+            "client": environ.get("HTTP_X_FORWARDED_FOR") or environ.get("REMOTE_ADDR"),
+            "user": str(auth.get("name", ""))[:64],
+        }
+        token = request_id_var.set(environ.get("HTTP_X_REQUEST_ID") or None)
         try:
-            result = await trigger(event, namespace, *args)
-        except Exception as exc:
-            log.info("socket refused: %s", exc, extra=fields)
-            raise
-        if result is False:
-            log.info("socket refused", extra=fields)
-        else:
-            log.info("socket connected", extra=fields)
-        return result
-    finally:
-        request_id_var.reset(token)
+            try:
+                result = await connect(sid, *args)
+            except Exception as exc:
+                log.info("socket refused: %s", exc, extra=fields)
+                raise
+            if result is False:
+                log.info("socket refused", extra=fields)
+            else:
+                log.info("socket connected", extra=fields)
+            return result
+        finally:
+            request_id_var.reset(token)
+
+    return logged
 
 
 def install_http(app: Any) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from backend import lean_websocket
+from backend.accel import CUTS, lean_websocket
 
 
 class Metrics:
@@ -20,6 +20,14 @@ class Metrics:
             registry=r,
         )
         self.lean_websockets.set_function(lean_websocket.live_count)
+        self.accel_applied = Gauge(
+            "fleetchat_accel_applied",
+            "1 when the fast path's cut (backend/accel/) is applied, 0 when off or refused by its version gate",
+            ["cut"],
+            registry=r,
+        )
+        for cut in CUTS:
+            self.accel_applied.labels(cut.name).set_function(lambda cut=cut: float(cut.applied))
         self.rooms = Gauge("fleetchat_local_rooms", "Rooms with a listener on this instance", registry=r)
         self.messages_in = Counter("fleetchat_messages_in_total", "Messages stored through this instance", registry=r)
         self.messages_out = Counter("fleetchat_deliveries_total", "Message deliveries to local sockets", registry=r)

@@ -24,6 +24,8 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
+from backend.accel.server import hang_up
+
 log = logging.getLogger(__name__)
 
 
@@ -54,10 +56,8 @@ class Drain:
     def _close_all(self) -> int:
         sockets = [s for s in self._server.eio.sockets.values() if not s.closed]
         for sock in sockets:
-            # None closes the websocket normally: at once for a handed-off socket
-            # (backend/lean_websocket.py), through its writer task otherwise.
             with contextlib.suppress(Exception):
-                sock.queue.put_nowait(None)
+                hang_up(sock)  # a normal close frame; the client reconnects elsewhere
         bridges = list(self.bridge_closers.values())
         self.bridge_closers.clear()
         for close in bridges:

@@ -395,6 +395,8 @@ class TargetSpec:
     extra: list[str] = field(default_factory=list)
     server: str = "hypercorn"
     kind: str = ""  # fleetchat | node | naive; name is the target's key in the report
+    env: dict[str, str] = field(default_factory=dict)
+    """Set in the target's environment (``fleetchat-accel-off``: ``CHAT_ACCEL=off``)."""
 
     def __post_init__(self) -> None:
         self.kind = self.kind or self.name.split(":", 1)[0].removesuffix("-embedded")
@@ -403,6 +405,7 @@ class TargetSpec:
         env = dict(os.environ)
         env["PORT"] = str(port)
         env["PYTHONUNBUFFERED"] = "1"
+        env.update(self.env)
         if self.kind == "fleetchat":
             # the bench is one client address opening thousands of sockets at full speed: lift the
             # abuse limits (per-connection message rate, connects per address, connections per instance)
@@ -435,6 +438,9 @@ def target_spec(entry: str, args: argparse.Namespace) -> TargetSpec:
     """`kind[:server[:args]]`, e.g. `fleetchat`, `fleetchat:granian:--loop uvloop`, `naive:uvicorn`."""
     kind, _, rest = entry.partition(":")
     server, _, extra_s = rest.partition(":")
+    # fleetchat-accel-off: fleetchat with none of the fast path's cuts (the stock libraries)
+    accel_env = {"CHAT_ACCEL": "off"} if kind == "fleetchat-accel-off" else {"CHAT_ACCEL": "on"}
+    kind = "fleetchat" if kind == "fleetchat-accel-off" else kind
     if kind not in ALL_TARGETS:
         raise SystemExit(f"unknown target {kind!r}; choose from {ALL_TARGETS}")
     if server and (kind == "node" or server not in SERVERS):
@@ -454,10 +460,12 @@ def target_spec(entry: str, args: argparse.Namespace) -> TargetSpec:
         )
     if not (ROOT / "backend" / "app.py").exists():
         raise LookupError("fleetchat: backend/app.py not found")
+    off = ", CHAT_ACCEL=off" if accel_env["CHAT_ACCEL"] == "off" else ""
     if args.fleetchat_mode == "embedded":
-        label = f"fleetchat ({desc}, EMBEDDED: one instance, no Redis)"
-        return TargetSpec(entry, label, 1, False, extra, server, kind="fleetchat")
-    return TargetSpec(entry, f"fleetchat ({desc}, Redis fleet)", args.instances, True, extra, server)
+        label = f"fleetchat ({desc}, EMBEDDED: one instance, no Redis{off})"
+        return TargetSpec(entry, label, 1, False, extra, server, kind="fleetchat", env=accel_env)
+    label = f"fleetchat ({desc}, Redis fleet{off})"
+    return TargetSpec(entry, label, args.instances, True, extra, server, kind="fleetchat", env=accel_env)
 
 
 def wait_ready(proc: Proc, port: int, timeout: float = 40) -> None:
@@ -899,7 +907,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--targets",
         default=",".join(ALL_TARGETS),
-        help="comma list of fleetchat,node,naive; a Python target may name its ASGI server and "
+        help="comma list of fleetchat,node,naive (and fleetchat-accel-off: fleetchat on the stock libraries); "
+        "a Python target may name its ASGI server and "
         "that server's args: fleetchat:granian, 'fleetchat:hypercorn:-k uvloop', naive:granian",
     )
     ap.add_argument("--scenarios", default=",".join(ALL_SCENARIOS), help="comma list of fanout,saturation,idle")

@@ -64,5 +64,15 @@ if [ $want_node -eq 1 ]; then
     [ -f .tools/package.json ] || echo '{"name":"fleetchat-tools","private":true}' > .tools/package.json
     (cd .tools && npm install --silent --no-audit --no-fund node@22 bun >/dev/null)
   fi
+  # socket.io-protocol's Engine.IO test-suite (tests/conformance/): its npm dependencies,
+  # exactly as the committed package-lock.json pins them
+  conf=.tools/engineio-conformance
+  lock=tests/conformance/engineio/package-lock.json
+  if [ ! -x "$conf/node_modules/.bin/mocha" ] || ! cmp -s "$lock" "$conf/package-lock.json"; then
+    log "installing the Engine.IO conformance suite's npm dependencies into $conf"
+    mkdir -p "$conf"
+    cp tests/conformance/engineio/package.json "$lock" "$conf/"
+    (cd "$conf" && npm ci --silent --no-audit --no-fund >/dev/null)
+  fi
 fi
 log "ready"

@@ -6,6 +6,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p artifacts
+rm -f artifacts/engineio-conformance.txt
 echo "[test] ruff"
 ruff check . || exit 1
 workers=${TEST_WORKERS:-2}
@@ -34,6 +35,10 @@ failed = totals["failures"] + totals["errors"]
 passed = totals["tests"] - failed - totals["skipped"]
 print(f"fleetchat: {passed} passed, {failed} failed, {totals['skipped']} skipped")
 PY
+if [ -f artifacts/engineio-conformance.txt ]; then
+  echo "[test] Engine.IO conformance (socket.io-protocol test-suite)"
+  cat artifacts/engineio-conformance.txt
+fi
 for s in $main_status $e2e_status; do
   if [ "$s" -eq 5 ]; then echo "a test run collected no tests: that is a failure here" >&2; exit 1; fi
   if [ "$s" -ne 0 ]; then exit "$s"; fi

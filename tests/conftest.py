@@ -41,10 +41,19 @@ def backends() -> Iterator[Callable[..., Backend]]:
         backend.kill()
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A module that sets ``ACCEL_MODES = ("on", "off")`` runs its ``embedded`` tests
+    against a backend with the fast path (backend/accel/) and one with ``CHAT_ACCEL=off``."""
+    modes = getattr(metafunc.module, "ACCEL_MODES", None)
+    if modes and "embedded" in metafunc.fixturenames:
+        metafunc.parametrize("embedded", modes, indirect=True, ids=[f"accel-{m}" for m in modes], scope="module")
+
+
 @pytest.fixture(scope="module")
-def embedded() -> Iterator[Backend]:
+def embedded(request: pytest.FixtureRequest) -> Iterator[Backend]:
     """One embedded-mode backend shared by a test module (rooms keep tests apart)."""
-    backend = Backend(env={"CHAT_RATE": "1000", "CHAT_RATE_BURST": "1000"}).start()
+    env = {"CHAT_RATE": "1000", "CHAT_RATE_BURST": "1000", "CHAT_ACCEL": getattr(request, "param", "on")}
+    backend = Backend(env=env).start()
     yield backend
     backend.kill()
 

@@ -28,7 +28,7 @@ def _node_available() -> bool:
 def test_driver_end_to_end(tmp_path):
     targets = ["node", "naive"]
     if (ROOT / "backend" / "app.py").exists():
-        targets.insert(0, "fleetchat")
+        targets[:0] = ["fleetchat", "fleetchat-accel-off"]  # the fast path on and off, side by side
     proc = subprocess.run(
         [sys.executable, "-m", "bench.run", "--smoke", "--targets", ",".join(targets), "--out-dir", str(tmp_path)],
         cwd=ROOT,

@@ -248,6 +248,8 @@ class TcpGate:
         self._loop.call_soon_threadsafe(self._server.close)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        if not self._thread.is_alive():
+            self._loop.close()  # and its self-pipe sockets (an unclosed loop is a ResourceWarning)
 
 
 class ReflexApp:

@@ -13,6 +13,9 @@ import websockets
 
 from tests.support import async_wait_for, http_get, rooms_listed
 
+ACCEL_MODES = ("on", "off")
+"""Every test here runs with the fast path and with the stock libraries (``CHAT_ACCEL=off``)."""
+
 
 def room() -> str:
     return "h-" + uuid.uuid4().hex[:12]

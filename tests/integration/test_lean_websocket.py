@@ -1,5 +1,5 @@
 """Socket.IO websockets leave hypercorn after the handshake and are served by
-``backend.lean_websocket``: these tests speak raw RFC 6455 frames to a real
+``backend.accel.lean_websocket``: these tests speak raw RFC 6455 frames to a real
 ``hypercorn backend.app:asgi`` to prove that path keeps the WebSocket and
 Engine.IO contracts (control frames, fragments, close codes, limits, pings)
 and gives every connection back when it ends."""

@@ -10,6 +10,9 @@ import socketio
 
 from tests.support import async_wait_for
 
+ACCEL_MODES = ("on", "off")
+"""Every test here runs with the fast path and with the stock libraries (``CHAT_ACCEL=off``)."""
+
 
 def room() -> str:
     return "t-" + uuid.uuid4().hex[:12]

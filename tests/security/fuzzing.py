@@ -46,6 +46,8 @@ class LoopThread:
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
+        if not self._thread.is_alive():
+            self.loop.close()  # its self-pipe sockets too (an unclosed loop is a ResourceWarning)
 
 
 def fuzz_settings(default: int = 2000) -> settings:

@@ -1,4 +1,4 @@
-"""The hand-written RFC 6455 parser of ``backend.lean_websocket``, byte by byte:
+"""The hand-written RFC 6455 parser of ``backend.accel.lean_websocket``, byte by byte:
 however TCP splits the stream, valid frames give the same messages, and no
 byte sequence makes it raise (the integration tests drive it through a real
 hypercorn; here hypothesis drives it with many more streams than a socket can)."""
@@ -13,7 +13,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backend.lean_websocket import LeanWebSocket, frame, unmask
+from backend.accel.lean_websocket import LeanWebSocket, frame, unmask
 
 MAX_PAYLOAD = 4096
 
