@@ -178,11 +178,6 @@ class Chat:
             self._access_cache[room] = access
         return access
 
-    async def can_read(self, user: User, room: str) -> bool:
-        if await self.room_access(room) is None:
-            return True
-        return await self._store_call(self.store.is_member(room, user["id"]))
-
     async def check_readable(self, user: User, room: str) -> RoomAccess | None:
         access = await self.room_access(room)
         if access is not None and not await self._store_call(self.store.is_member(room, user["id"])):
@@ -730,15 +725,20 @@ class Chat:
     async def readable(self, user: User | None, rooms: list[str]) -> list[str]:
         """Those of ``rooms`` that ``user`` (None: anonymous) may read (search, the room
         list): public rooms, and private rooms and DMs only for their members."""
-        mine = set(await self._store_call(self.store.private_rooms_of(user["id"]))) if user else set()
+        mine = await self._store_call(self.store.private_rooms_of(user["id"])) if user else []
+        return await self._readable_by(mine, rooms)
+
+    async def _readable_by(self, mine: list[str], rooms: list[str]) -> list[str]:
+        """Those of ``rooms`` that are public or among ``mine`` (a user's private rooms)."""
         private = await self._store_call(self.store.private_rooms())
-        return [room for room in rooms if room not in private or room in mine]
+        joined = set(mine)
+        return [room for room in rooms if room not in private or room in joined]
 
     async def my_rooms(self, user: User) -> list[dict[str, Any]]:
         """The rooms a user has joined, with how far they read and what is unread."""
         marks = {r: s for r, s in (await self._store_call(self.store.reads_of(user["id"]))).items() if ":" not in r}
         private = await self._store_call(self.store.private_rooms_of(user["id"]))
-        names = sorted(set(await self.readable(user, list(marks))) | set(private))
+        names = sorted(set(await self._readable_by(private, list(marks))) | set(private))
         lasts = await self._store_call(self.store.last_seqs(names))
         listed = []
         for name, last in zip(names, lasts, strict=True):

@@ -103,8 +103,11 @@ def register(sio: socketio.AsyncServer, chat: Chat) -> None:
 
         return handle
 
-    events = ("join", "leave", "message", "typing", "history", "edit", "delete", "react", "read", "search")
-    for name in (*events, "create", "invite", "kick", "dm"):
+    for name in (
+        *("join", "leave", "message", "typing", "history"),
+        *("edit", "delete", "react", "read", "search"),
+        *("create", "invite", "kick", "dm"),
+    ):
         sio.on(name, handler(getattr(chat, name)))
 
     @sio.on("*")

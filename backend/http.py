@@ -209,19 +209,17 @@ async def post_message(room: str, data: HttpPostMessage) -> tuple[PostedOut, int
     chat = _chat()
     name = _room(room)
     assert chat.identity is not None
-    try:
-        found = await chat.identity.bearer(request.headers.get("Authorization"))
-        if found is None:
-            if data.name is None:
-                raise ChatError("bad_request", "name is required", 400)
+    found = await _bearer()
+    if found is None:
+        if data.name is None:
+            raise ChatError("bad_request", "name is required", 400)
+        try:
             user = await chat.identity.guest(data.name)
-        else:
-            user = found[0]
-    except StoreUnavailable:
-        raise ChatError("unavailable", "accounts are unreachable right now, retry shortly", 503) from None
-    limits: KeyedBuckets = current_app.extensions["fleetchat_http_limits"]
-    if not limits.take(request.remote_addr or "unknown"):
-        raise ChatError("rate_limited", "too many posts from this address", 429)
+        except StoreUnavailable:
+            raise _accounts_down() from None
+    else:
+        user = found[0]
+    _limit_address("too many posts from this address")
     if await chat._store_call(chat.store.room_info(name, create=False)) is None:
         raise ChatError("not_found", f"no room {name!r}; join it first to create it", 404)
     await chat.check_readable(user, name)
@@ -229,32 +227,40 @@ async def post_message(room: str, data: HttpPostMessage) -> tuple[PostedOut, int
     return PostedOut(id=ack["id"], seq=ack["seq"], ts=ack["ts"]), 201
 
 
-async def _bearer_user() -> User | None:
-    """The account of a Bearer token if the request has one (routes that anyone may call)."""
+def _accounts_down() -> ChatError:
+    return ChatError("unavailable", "accounts are unreachable right now, retry shortly", 503)
+
+
+async def _bearer() -> tuple[User, str | None] | None:
+    """``Identity.bearer`` of this request; an account store that is down answers 503."""
     chat = _chat()
     assert chat.identity is not None
+    try:
+        return await chat.identity.bearer(request.headers.get("Authorization"))
+    except StoreUnavailable:
+        raise _accounts_down() from None
+
+
+def _limit_address(detail: str) -> None:
+    limits: KeyedBuckets = current_app.extensions["fleetchat_http_limits"]
+    if not limits.take(request.remote_addr or "unknown"):
+        raise ChatError("rate_limited", detail, 429)
+
+
+async def _bearer_user() -> User | None:
+    """The account of a Bearer token if the request has one (routes that anyone may call)."""
     if request.headers.get("Authorization") is None:
         return None
-    try:
-        found = await chat.identity.bearer(request.headers.get("Authorization"))
-    except StoreUnavailable:
-        raise ChatError("unavailable", "accounts are unreachable right now, retry shortly", 503) from None
+    found = await _bearer()
     return None if found is None else found[0]
 
 
 async def _signed_in() -> User:
     """The account of the request's Bearer token (changes need one: a guest's name proves nothing over HTTP)."""
-    chat = _chat()
-    assert chat.identity is not None
-    try:
-        found = await chat.identity.bearer(request.headers.get("Authorization"))
-    except StoreUnavailable:
-        raise ChatError("unavailable", "accounts are unreachable right now, retry shortly", 503) from None
+    found = await _bearer()
     if found is None:
         raise ChatError("unauthorized", "sign in: send Authorization: Bearer <token>", 401)
-    limits: KeyedBuckets = current_app.extensions["fleetchat_http_limits"]
-    if not limits.take(request.remote_addr or "unknown"):
-        raise ChatError("rate_limited", "too many requests from this address", 429)
+    _limit_address("too many requests from this address")
     return found[0]
 
 

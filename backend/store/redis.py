@@ -599,6 +599,13 @@ class RedisStore(MessageStore):
 
     # -- the archive beyond the window --------------------------------------------
 
+    async def _redis(self, awaitable: Any) -> Any:
+        """One Redis command; a Redis that cannot be reached is ``StoreUnavailable``."""
+        try:
+            return await awaitable
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+
     async def _archive_read(self, awaitable: Any) -> Any:
         try:
             return await awaitable
@@ -610,10 +617,7 @@ class RedisStore(MessageStore):
         assert self.archive is not None
         found = await self._archive_read(self.archive.after(room, seq - 1, 1))
         if found and found[0]["seq"] == seq:
-            try:
-                await self._r().hsetnx(_keys(room)[1], str(seq), orjson.dumps(found[0]))
-            except (RedisError, OSError) as exc:
-                raise StoreUnavailable(f"redis: {exc}") from exc
+            await self._redis(self._r().hsetnx(_keys(room)[1], str(seq), orjson.dumps(found[0])))
 
     async def _seed(self, room: str) -> str:
         """Give a room Redis does not have its epoch, continuing the archive's seq and rev."""
@@ -686,8 +690,8 @@ class RedisStore(MessageStore):
             else:
                 error = None
             if not recorded:  # the record knows the room (Redis lost it), or is down: undo
-                await self._r().delete(_keys(room)[2], access_key, members_key)
-                await self._r().srem(PRIVATE_KEY, room)
+                await self._redis(self._r().delete(_keys(room)[2], access_key, members_key))
+                await self._redis(self._r().srem(PRIVATE_KEY, room))
                 if error is not None:
                     raise StoreUnavailable(f"database: {error}") from error
                 return False
@@ -699,10 +703,7 @@ class RedisStore(MessageStore):
         if self.archive is not None:
             changed = await self._archive_read(self.archive.set_member(room, user_id, member))
         _, members_key = _access_keys(room)
-        try:
-            done = await (self._r().sadd if member else self._r().srem)(members_key, user_id)
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"redis: {exc}") from exc
+        done = await self._redis((self._r().sadd if member else self._r().srem)(members_key, user_id))
         await self._index_members(room, [user_id], member)
         return bool(done) if changed is None else changed
 
@@ -717,30 +718,18 @@ class RedisStore(MessageStore):
             raise StoreUnavailable(f"redis: {exc}") from exc
 
     async def is_member(self, room: str, user_id: str) -> bool:
-        try:
-            return bool(await self._r().sismember(_access_keys(room)[1], user_id))
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"redis: {exc}") from exc
+        return bool(await self._redis(self._r().sismember(_access_keys(room)[1], user_id)))
 
     async def members_of(self, room: str) -> list[str]:
-        try:
-            return sorted(m.decode() for m in await self._r().smembers(_access_keys(room)[1]))
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"redis: {exc}") from exc
+        return sorted(m.decode() for m in await self._redis(self._r().smembers(_access_keys(room)[1])))
 
     async def private_rooms(self) -> set[str]:
-        try:
-            return {m.decode() for m in await self._r().smembers(PRIVATE_KEY)}
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"redis: {exc}") from exc
+        return {m.decode() for m in await self._redis(self._r().smembers(PRIVATE_KEY))}
 
     async def private_rooms_of(self, user_id: str) -> list[str]:
         if self.archive is not None:
             return await self._archive_read(self.archive.private_rooms_of(user_id))
-        try:
-            return sorted(m.decode() for m in await self._r().smembers(_user_rooms_key(user_id)))
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"redis: {exc}") from exc
+        return sorted(m.decode() for m in await self._redis(self._r().smembers(_user_rooms_key(user_id))))
 
     async def mark_read(self, user_id: str, room: str, seq: int, first: bool = False) -> int:
         key = _reads_key(user_id)
@@ -754,10 +743,7 @@ class RedisStore(MessageStore):
         return int(value)
 
     async def reads_of(self, user_id: str) -> dict[str, int]:
-        try:
-            marks = await self._r().hgetall(_reads_key(user_id))
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"redis: {exc}") from exc
+        marks = await self._redis(self._r().hgetall(_reads_key(user_id)))
         if not marks and self.archive is not None:
             return await self._seed_reads(user_id)
         return {room.decode(): int(seq) for room, seq in marks.items()}
@@ -776,10 +762,7 @@ class RedisStore(MessageStore):
         return marks
 
     async def epoch_start(self, room: str) -> tuple[int, int]:
-        try:
-            seq, rev = await self._r().hmget(_window_keys(room)[2], "seq", "rev")
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"redis: {exc}") from exc
+        seq, rev = await self._redis(self._r().hmget(_window_keys(room)[2], "seq", "rev"))
         return int(seq or 0), int(rev or 0)
 
     async def room_info(self, room: str, create: bool = True) -> RoomInfo | None:
@@ -873,14 +856,8 @@ class RedisStore(MessageStore):
     async def _mget(self, keys: list[str]) -> list[bytes | None]:
         if not keys:
             return []
-        try:
-            return await self._r().mget(keys)
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"redis: {exc}") from exc
+        return await self._redis(self._r().mget(keys))
 
     async def rooms(self) -> list[str]:
-        try:
-            members = await self._r().smembers(ROOMS_KEY)
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"redis: {exc}") from exc
+        members = await self._redis(self._r().smembers(ROOMS_KEY))
         return sorted(m.decode() for m in members)
