@@ -26,7 +26,7 @@ from backend.bridge import bridge
 from backend.chat import Chat, run_periodically
 from backend.config import Settings, get_settings
 from backend.events import register
-from backend.fanout import FleetManager, LocalManager
+from backend.fanout import SHARED_CHANNEL, FleetManager, LocalManager
 from backend.jsonio import OrjsonModule
 from backend.metrics import Metrics
 from backend.notifier import LocalNotifier
@@ -37,8 +37,10 @@ from backend.store.redis import RedisStore, ensure_mention_group
 
 log = logging.getLogger("fleetchat")
 
-# No socket_timeout: the pub/sub connection legitimately sits idle between messages.
-REDIS_MANAGER_OPTIONS = {"socket_connect_timeout": 1.0, "health_check_interval": 10}
+# No socket_timeout (said explicitly: newer redis-py clients default to one): the
+# pub/sub connection legitimately sits idle between messages, and a listener that
+# times out resubscribes and loses what was published meanwhile.
+REDIS_MANAGER_OPTIONS = {"socket_connect_timeout": 1.0, "socket_timeout": None, "health_check_interval": 10}
 
 
 def create_app(settings: Settings | None = None) -> tuple[Any, Quart, Chat]:
@@ -52,7 +54,12 @@ def create_app(settings: Settings | None = None) -> tuple[Any, Quart, Chat]:
     accounts = build_accounts(settings)
     fleet = settings.redis_url is not None
     manager: LocalManager | FleetManager = (
-        FleetManager(settings.redis_url, channel="fleetchat", redis_options=REDIS_MANAGER_OPTIONS)
+        FleetManager(
+            settings.redis_url,
+            channel=SHARED_CHANNEL,
+            redis_options=REDIS_MANAGER_OPTIONS,
+            linger=settings.room_channel_linger_seconds,
+        )
         if fleet
         else LocalManager()
     )
@@ -73,9 +80,11 @@ def create_app(settings: Settings | None = None) -> tuple[Any, Quart, Chat]:
     manager.updates = chat.updates
     manager.fanout = chat.fanout
     if isinstance(manager, FleetManager) and isinstance(store, RedisStore):
-        store.announce_on(manager.channel, manager.host_id)
+        store.announce_on(manager.room_channel, manager.host_id)
     if isinstance(manager, FleetManager):
         manager.on_resubscribe = _count_resubscribes(metrics, chat.sweep_soon)
+        manager.on_received = metrics.pubsub_received.inc
+        metrics.room_channels.set_function(manager.routes.count)
         manager.on_revoke = chat.end_session_here
         manager.on_epoch = chat.apply_epoch
         manager.on_evict = chat.evict_here

@@ -8,12 +8,13 @@ whether the store and presence live in SQLite and memory or in Redis.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -450,12 +451,18 @@ class Chat:
         self.updates.sweep_soon()
 
     def subscribe(self, room: str, subscriber: Subscriber) -> None:
-        self._subscribers[room].add(subscriber)
+        """A listener that is not a Socket.IO socket (the ``/ws`` bridge): the
+        instance hears the room's channel for it too."""
+        subs = self._subscribers[room]
+        if subscriber not in subs:
+            subs.add(subscriber)
+            self.sio.manager.hold(room)
 
     def unsubscribe(self, room: str, subscriber: Subscriber) -> None:
         subs = self._subscribers.get(room)
-        if subs is not None:
+        if subs is not None and subscriber in subs:
             subs.discard(subscriber)
+            self.sio.manager.release(room)
             if not subs:
                 del self._subscribers[room]
 
@@ -474,14 +481,15 @@ class Chat:
         conn.joining.add(room)  # reserved before the first await: concurrent joins see it
         try:
             access = await self.check_readable(conn.user, room)
-            info = await self._store_call(self.store.room_info(room))
-            if self.connections.get(sid) is not conn:
-                raise ChatError("unauthorized", "disconnected while joining")
-            if not rejoin:
-                # Deliver what is already queued first: the history below includes it.
-                self.fanout.flush()
-                await self.sio.enter_room(sid, room)
-            history, upto, upto_rev = await self._join_room(sid, conn, room, info, req.since, rejoin)
+            async with self._hearing(room, not rejoin):
+                info = await self._store_call(self.store.room_info(room))
+                if self.connections.get(sid) is not conn:
+                    raise ChatError("unauthorized", "disconnected while joining")
+                if not rejoin:
+                    # Deliver what is already queued first: the history below includes it.
+                    self.fanout.flush()
+                    await self.sio.enter_room(sid, room)
+                history, upto, upto_rev = await self._join_room(sid, conn, room, info, req.since, rejoin)
         finally:
             conn.joining.discard(room)
         ack = {"ok": True, "room": room, "epoch": info.epoch, "last_seq": upto, "rev": upto_rev, "history": history}
@@ -838,10 +846,27 @@ class Chat:
 
     async def bridge_join(self, sid: str, conn: Connection, room: str, subscriber: Subscriber) -> list[Message]:
         await self.check_readable(conn.user, room)
-        info = await self._store_call(self.store.room_info(room))
-        self.subscribe(room, subscriber)
-        history, _, _ = await self._join_room(sid, conn, room, info, None, rejoin=False)
+        async with self._hearing(room):
+            info = await self._store_call(self.store.room_info(room))
+            self.subscribe(room, subscriber)
+            history, _, _ = await self._join_room(sid, conn, room, info, None, rejoin=False)
         return history
+
+    @contextlib.asynccontextmanager
+    async def _hearing(self, room: str, first: bool = True) -> AsyncIterator[None]:
+        """For a listener's first join: in a fleet, this instance hears the room's
+        channel before the history is read (``FleetManager.ready``), so what is
+        published meanwhile is in that history or delivered live, never lost
+        between the two. The listener's own membership holds the channel after."""
+        if not first:
+            yield
+            return
+        self.sio.manager.hold(room)
+        try:
+            await self.sio.manager.ready(room)
+            yield
+        finally:
+            self.sio.manager.release(room)
 
     # -- helpers ----------------------------------------------------------------
 

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     ping_interval_seconds: float = Field(default=20.0, gt=0, le=300, description="Engine.IO ping every this often")
     ping_timeout_seconds: float = Field(default=20.0, gt=0, le=300, description="a client that misses its pong is gone")
     presence_ttl_seconds: float = Field(default=15.0, gt=1)
+    room_channel_linger_seconds: float = Field(
+        default=5.0, ge=0, description="a room's pub/sub channel stays this long after its last local listener left"
+    )
     backend_url: str = "http://127.0.0.1:8000"
     instance_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
     port: int = Field(default=8000, validation_alias=AliasChoices("PORT", "CHAT_PORT"))

@@ -22,10 +22,10 @@ import socketio
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
-from backend.accel import listener
 from backend.accel.direct_transport import transport_of
 from backend.accel.lean_websocket import text_frame
 from backend.relay import Relay
+from backend.room_channels import RoomChannels
 
 REVOKE_EVENT = "fc:revoke"
 """Published to every instance when a session ends: never delivered to a client."""
@@ -35,6 +35,8 @@ REVOKE_ROOM = "fc:revoke"
 """A room no socket joins, so the publishing instance delivers the event to nobody."""
 
 NAMESPACE = "/"
+SHARED_CHANNEL = "fleetchat"
+"""python-socketio's one pub/sub channel, for what has no room channel (``backend.room_channels``)."""
 
 
 class Fanout:
@@ -138,6 +140,15 @@ class RelayHook:
         self.updates.accept(data)
         return True
 
+    def hold(self, room: str) -> None:
+        """A listener that is not a Socket.IO socket (the ``/ws`` bridge) arrived in ``room``."""
+
+    def release(self, room: str) -> None:
+        """That listener left."""
+
+    async def ready(self, room: str) -> None:
+        """Returns once events published to ``room`` reach this instance (at once in one process)."""
+
     def route_to_relay(self, event: Any, data: Any) -> bool:
         """Chat messages and updates go through their relays (ordered, exactly once)."""
         if event == "message":
@@ -157,19 +168,128 @@ class LocalManager(RelayHook, socketio.AsyncManager):
 
 
 class FleetManager(RelayHook, socketio.AsyncRedisManager):
-    """Fleet mode: python-socketio's Redis pub/sub, with chat messages routed
-    through the relay both for local sends and for what other instances publish."""
+    """Fleet mode: python-socketio's Redis pub/sub, routed per room, with chat
+    messages going through the relay both for local sends and for what other
+    instances publish.
+
+    A room's events travel on the room's own channel (``backend.room_channels``),
+    which this instance subscribes to only while it has a listener in the room;
+    what has no single room (a broadcast, a session revoke, a remote sid's
+    disconnect, a callback) stays on python-socketio's shared ``channel``.
+    ``_publish`` and ``_listen`` are the pub/sub manager's documented subclass
+    hooks; the listener is fleetchat's own (it replaces python-socketio's
+    one-channel listener and its backoff of up to 60 s).
+    """
 
     on_resubscribe: Callable[[], None] | None = None
     """Called each time the listener (re)subscribes: whatever was published
     meanwhile is lost to pub/sub, so the relay sweeps the store at once."""
     max_retry_sleep = 2.0
+    on_received: Callable[[], None] | None = None
+    """Counts every message the listener receives (``fleetchat_pubsub_received_total``)."""
 
-    def _redis_listen_with_retries(self):  # type: ignore[no-untyped-def]
-        # The accel cut ``listener``: back within seconds of Redis returning, and say so.
-        if listener.CUT.applied:
-            return listener.listen_with_retries(self)
-        return super()._redis_listen_with_retries()
+    def __init__(self, *args: Any, linger: float = 5.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.routes = RoomChannels(self.channel, linger)
+
+    def room_channel(self, room: str) -> str:
+        """Where events to ``room`` are published (the append script publishes there too)."""
+        return self.routes.channel(room)
+
+    # -- who listens where ----------------------------------------------------------
+
+    def basic_enter_room(self, sid, namespace, room, eio_sid=None):  # type: ignore[no-untyped-def]
+        fresh = room is not None and room != sid and sid not in self.rooms.get(namespace, {}).get(room, ())
+        super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+        if fresh and self.routes.routed(room):
+            self.routes.add(room)
+
+    def basic_leave_room(self, sid, namespace, room):  # type: ignore[no-untyped-def]
+        present = room is not None and room != sid and sid in self.rooms.get(namespace, {}).get(room, ())
+        super().basic_leave_room(sid, namespace, room)
+        if present and self.routes.routed(room):
+            self.routes.remove(room)
+
+    def hold(self, room: str) -> None:
+        self.routes.add(room)
+
+    def release(self, room: str) -> None:
+        self.routes.remove(room)
+
+    async def ready(self, room: str) -> None:
+        await self.routes.ready(room)
+
+    # -- publishing --------------------------------------------------------------------
+
+    def channel_for(self, data: dict[str, Any]) -> str | None:
+        """The channel of a pub/sub message: its room's, the shared one, or None for an
+        emit to one of this instance's own sids (nobody else can deliver it)."""
+        room = data.get("room")
+        if data.get("method") != "emit" or not isinstance(room, str):
+            return self.channel
+        if self.is_sid_room(data.get("namespace") or NAMESPACE, room):
+            return None
+        return self.routes.channel(room) if self.routes.routed(room) else self.channel
+
+    async def _publish(self, data):  # type: ignore[no-untyped-def]
+        channel = self.channel_for(data)
+        if channel is None:
+            return None
+        payload = self.json.dumps(data)
+        for retries_left in (1, 0):
+            try:
+                if not self.connected:
+                    self._redis_connect()
+                return await self.redis.publish(channel, payload)
+            except Exception as exc:
+                self.connected = False
+                if not retries_left:
+                    self._get_logger().error("cannot publish to Redis, giving up: %s", exc)
+        return None
+
+    # -- listening ---------------------------------------------------------------------
+
+    def _redis_connect(self) -> None:
+        super()._redis_connect()
+        # subscribe confirmations are wanted: they say when a room's channel is live
+        self.pubsub = self.redis.pubsub()
+
+    async def _listen(self):  # type: ignore[no-untyped-def]
+        """Every message on the shared channel and the rooms' channels; back within
+        ``max_retry_sleep`` of Redis returning, with a sweep once subscribed."""
+        shared = self.channel.encode()
+        retry_sleep = 0.1
+        while True:
+            try:
+                self._redis_connect()
+                pubsub = self.pubsub
+                wanted = [self.channel, *self.routes.wanted()]
+                self.routes.attach(pubsub)
+                for start in range(0, len(wanted), 1000):
+                    await pubsub.subscribe(*wanted[start : start + 1000])
+                async for message in pubsub.listen():
+                    kind = message["type"]
+                    if kind == "message":
+                        if self.on_received is not None:
+                            self.on_received()
+                        yield message["data"]
+                    elif kind == "subscribe":
+                        channel = message["channel"]
+                        if channel == shared:
+                            retry_sleep = 0.1
+                            if self.on_resubscribe is not None:
+                                self.on_resubscribe()
+                        else:
+                            self.routes.confirmed(channel.decode())
+                    elif kind == "unsubscribe":
+                        self.routes.unconfirmed(message["channel"].decode())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.routes.detach()
+                self._get_logger().warning("pub/sub listener lost Redis (%s); retrying in %.1fs", exc, retry_sleep)
+                await asyncio.sleep(retry_sleep)
+                retry_sleep = min(retry_sleep * 2, self.max_retry_sleep)
 
     on_epoch: Callable[[dict[str, Any]], None] | None = None
     """Resets this instance's relays for a room whose history began again (backend.chat.apply_epoch)."""

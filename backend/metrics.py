@@ -54,6 +54,16 @@ class Metrics:
             "Times the pub/sub listener subscribed again after losing Redis",
             registry=r,
         )
+        self.pubsub_received = Counter(
+            "fleetchat_pubsub_received_total",
+            "Pub/sub messages this instance received (its rooms' channels and the shared one)",
+            registry=r,
+        )
+        self.room_channels = Gauge(
+            "fleetchat_room_channels",
+            "Room channels this instance subscribes to (its rooms with a listener)",
+            registry=r,
+        )
         self.fanout_latency = Histogram(
             "fleetchat_fanout_latency_seconds",
             "From the message's timestamp to its local fan-out",

@@ -26,7 +26,6 @@ import socket
 
 import orjson
 import redis.asyncio as aioredis
-import socketio
 from prometheus_client import CollectorRegistry, start_http_server
 from redis.exceptions import RedisError
 
@@ -34,6 +33,7 @@ from backend import logs
 from backend.archiver import blocking_client, lag_gauge, run_archiver
 from backend.config import get_settings
 from backend.db.archive import Archive
+from backend.fanout import SHARED_CHANNEL, FleetManager
 from backend.jsonio import OrjsonModule
 from backend.mentions import targets
 from backend.store.redis import MENTION_GROUP, MENTIONS_KEY, PRIVATE_KEY, connect, ensure_mention_group
@@ -48,7 +48,8 @@ class MentionWorker:
     def __init__(self, redis_url: str, consumer: str) -> None:
         self.redis: aioredis.Redis = connect(redis_url)
         self.consumer = consumer
-        self.emitter = socketio.AsyncRedisManager(redis_url, channel="fleetchat", write_only=True, json=OrjsonModule)
+        # publishes to the mentioned users' room channels, as the instances do
+        self.emitter = FleetManager(redis_url, channel=SHARED_CHANNEL, write_only=True, json=OrjsonModule)
         self.notified = 0
         self._stopping = asyncio.Event()
 

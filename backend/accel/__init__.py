@@ -22,7 +22,6 @@ from backend.accel import (
     idle_memory,
     idle_memory_hypercorn,
     lean_websocket,
-    listener,
     quiet_gc,
 )
 from backend.accel.base import Cut
@@ -37,7 +36,6 @@ CUTS: tuple[Cut, ...] = (
     idle_memory_hypercorn.CUT,
     lean_websocket.CUT,
     direct_transport.CUT,
-    listener.CUT,
 )
 """In dependency order: a cut comes after those it ``needs``."""
 

@@ -420,18 +420,25 @@ class RedisStore(MessageStore):
         self._dedupe_ttl = dedupe_ttl
         self.redis: aioredis.Redis | None = None
         self._scripts: dict[str, Any] = {}
-        self._announce: tuple[str, str] = ("", "")
+        self._announce: tuple[Callable[[str], str] | None, str] = (None, "")
         self.on_epoch: Callable[[dict[str, Any]], None] | None = None
         """Told when this store begins a room's new epoch (the event it announced to the fleet)."""
 
-    def announce_on(self, channel: str, host_id: str) -> None:
-        """Publish every new message and change on python-socketio's pub/sub
-        ``channel`` from inside the scripts, as an ``emit`` of event ``message``
+    def announce_on(self, channel: Callable[[str], str], host_id: str) -> None:
+        """Publish every new message and change on the room's pub/sub channel
+        (``channel(room)``, see ``backend.room_channels``) from inside the scripts, as an ``emit`` of event ``message``
         (or ``update``) to the room sent by ``host_id``: one round trip per write
         instead of two, and nothing stored whose publish could be dropped in
         between. The caller then delivers to its own sockets itself (pub/sub
         skips the sender's ``host_id``). ``announced`` in the result says it happened."""
         self._announce = (channel, host_id)
+
+    def _announcement(self, event: str, room: str) -> tuple[str, bytes, bytes]:
+        """The channel a script publishes ``event`` of ``room`` on ('' for none), and its envelope."""
+        channel, host_id = self._announce
+        if channel is None:
+            return "", b"", b""
+        return (channel(room), *_envelope(event, room, host_id))
 
     async def open(self) -> None:
         self.redis = connect(self._url)
@@ -501,8 +508,7 @@ class RedisStore(MessageStore):
         if reply_to is not None:
             fields["reply_to"] = f"{reply_to:012d}"
         rest = orjson.dumps(fields)[1:]
-        channel, host_id = self._announce
-        prefix, suffix = _envelope("message", room, host_id) if channel else (b"", b"")
+        channel, prefix, suffix = self._announcement("message", room)
         keys = [
             seq_key,
             msgs_key,
@@ -543,8 +549,7 @@ class RedisStore(MessageStore):
         seq_key, msgs_key, _ = _keys(room)
         rev_key, upd_key = _change_keys(room)
         dedupe_key = "fc:{" + room + "}:chg:" + orjson.dumps([change.actor["id"], change.client_id]).decode()
-        channel, host_id = self._announce
-        prefix, suffix = _envelope("update", room, host_id) if channel else (b"", b"")
+        channel, prefix, suffix = self._announcement("update", room)
         keys = [
             msgs_key,
             rev_key,
@@ -628,8 +633,7 @@ class RedisStore(MessageStore):
         seq_key, _, epoch_key = _keys(room)
         rev_key, _ = _change_keys(room)
         archived_k, trimmed_k, start_k = _window_keys(room)
-        channel, host_id = self._announce
-        prefix, suffix = _envelope("epoch", room, host_id) if channel else (b"", b"")
+        channel, prefix, suffix = self._announcement("epoch", room)
         created, answer = await self._call(
             "seed",
             keys=[epoch_key, seq_key, rev_key, trimmed_k, archived_k, start_k, ROOMS_KEY, channel or "fc:unused"],

@@ -26,7 +26,6 @@ from backend.accel import (
     idle_memory,
     idle_memory_hypercorn,
     lean_websocket,
-    listener,
     quiet_gc,
 )
 from backend.app import create_app
@@ -103,14 +102,6 @@ def test_direct_transport_records_the_transport_outermost(eio: Any) -> None:
     assert eio.socket_class.__mro__[1] is direct_transport.SocketMixin
     sock = eio.socket_class(eio, "sid-2")
     assert direct_transport.transport_of(sock) is None  # not a websocket yet: engine.io's queue
-
-
-def test_listener_override_is_used_by_the_fleet_manager(eio: Any) -> None:
-    from backend.fanout import FleetManager
-
-    manager = FleetManager("redis://127.0.0.1:1/0", channel="t")
-    stream = manager._redis_listen_with_retries()
-    assert stream.ag_code is listener.listen_with_retries.__code__
 
 
 def test_quiet_gc_raises_the_young_threshold_once_serving(eio: Any) -> None:

@@ -1,0 +1,264 @@
+"""What an instance pays for rooms it has nobody in: per-room routing against one shared channel.
+
+Two scenarios, each run for the working tree and, with ``--compare DIR``, for
+another checkout of fleetchat (say ``git worktree add <dir> <commit>`` of the
+commit before per-room routing), alternating, in one run:
+
+- ``ratio``: 3 instances over one Redis; one room whose ``--members`` all sit on
+  instance 0, ``--rate`` messages/s into it. Reported: each instance's CPU above
+  its own idle (read from ``/proc`` over the same window), and the CPU of the
+  instances without members as a share of the serving instance's.
+- ``scaling``: ``--rooms`` rooms spread evenly over 1, 2 and 4 instances (every
+  room's members on one instance, the same total load each time). Reported:
+  total deliveries/s, each instance's CPU, and CPU per delivery per instance, which
+  stays flat when an instance pays only for its own rooms.
+
+    python -m bench.routing [--compare DIR] [--rounds 3] [--json OUT]
+
+Load comes from bench/loadgen (Node socket.io-client), one load generator per room.
+A scenario, not a test: it prints a JSON report and a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from bench.run import (
+    HOST,
+    LOADGEN_DIR,
+    ROOT,
+    BenchError,
+    Loadgen,
+    Proc,
+    Redis,
+    ensure_npm_deps,
+    find_node,
+    free_port,
+    process_tree,
+    wait_ready,
+)
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid``'s process tree so far."""
+    total = 0
+    for p in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / TICKS
+
+
+class Instances:
+    """``n`` hypercorn instances of the fleetchat checkout at ``code`` over ``redis``."""
+
+    def __init__(self, code: Path, n: int, redis: Redis, logdir: Path, tag: str) -> None:
+        self.procs: list[Proc] = []
+        self.ports: list[int] = []
+        env = dict(os.environ)
+        env.update(
+            REDIS_URL=redis.url,
+            PYTHONUNBUFFERED="1",
+            CHAT_RATE="100000",
+            CHAT_RATE_BURST="100000",
+            CHAT_CONNECTS_PER_MINUTE="0",
+            CHAT_MAX_CONNECTIONS="1000000",
+        )
+        try:
+            for i in range(n):
+                port = free_port()
+                argv = [sys.executable, "-m", "hypercorn", "backend.app:asgi", "--bind", f"{HOST}:{port}"]
+                argv += ["--workers", "0", "--worker-class", "uvloop"]
+                proc = Proc(f"{tag}#{i}", argv, code, {**env, "PORT": str(port)}, logdir / f"{tag}-{i}.log")
+                self.procs.append(proc)
+                self.ports.append(port)
+            for proc, port in zip(self.procs, self.ports, strict=True):
+                wait_ready(proc, port)
+        except BaseException:
+            self.stop()
+            raise
+
+    def url(self, i: int) -> str:
+        return f"http://{HOST}:{self.ports[i]}"
+
+    def cpu(self) -> list[float]:
+        return [cpu_seconds(p.pid) for p in self.procs]
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.stop()
+
+
+def run_rooms(
+    node: str, instances: Instances, placement: list[int], args: argparse.Namespace, logdir: Path, tag: str
+) -> dict:
+    """One load generator per room (room k's members all on instance ``placement[k]``),
+    started together; CPU per instance over the sending window, above idle."""
+    idle_from = instances.cpu()
+    time.sleep(args.idle)
+    idle_rate = [(b - a) / args.idle for a, b in zip(idle_from, instances.cpu(), strict=True)]
+    senders = max(1, args.members // 3)
+    gens = []
+    for k, where in enumerate(placement):
+        cfg = {
+            "mode": "room",
+            "urls": [instances.url(where)],
+            "room": f"{tag}-room{k}",
+            "clients": args.members,
+            "senders": senders,
+            "rate": args.rate / senders,
+            "window": 1,
+            "duration": args.duration,
+            "warmup": 1,
+            "workers": 1,
+            "textBytes": 32,
+            "connectTimeout": 20,
+            "drainTimeout": 10,
+            "tag": f"{tag}-{k}",
+            "namePrefix": f"{tag}{k}u",
+        }
+        gens.append(Loadgen(node, cfg, logdir / f"{tag}-loadgen-{k}.log"))
+    bound = 20 + args.duration + 40
+    try:
+        for gen in gens:
+            ready = gen.until("ready", bound)
+            if ready.get("event") != "ready":
+                raise BenchError(f"load generator failed to set up: {ready}")
+        # every generator starts sending about 1 s (its warm-up) after it is ready
+        time.sleep(1.5)
+        start, started = instances.cpu(), time.monotonic()
+        time.sleep(args.duration - 1)
+        end, elapsed = instances.cpu(), time.monotonic() - started
+        results = [gen.until("result", bound) for gen in gens]
+    finally:
+        for gen in gens:
+            gen.close()
+    for res in results:
+        if not res.get("ok"):
+            raise BenchError(f"load generator failed: {res.get('error')}")
+    busy = [max(0.0, (b - a) / elapsed - idle) for a, b, idle in zip(start, end, idle_rate, strict=True)]
+    deliveries = [0.0] * len(instances.procs)
+    for res, where in zip(results, placement, strict=True):
+        deliveries[where] += res["deliveries_per_s"]
+    return {
+        "deliveries_per_s": sum(deliveries),
+        "deliveries_per_s_by_instance": deliveries,
+        "cpu_by_instance": busy,
+        "idle_cpu_by_instance": idle_rate,
+        "us_per_delivery_by_instance": [c / d * 1e6 if d else None for c, d in zip(busy, deliveries, strict=True)],
+        "loss": sum(r["missing"] for r in results),
+        "duplicates": sum(r["duplicates"] for r in results),
+    }
+
+
+def ratio(node: str, code: Path, redis: Redis, args: argparse.Namespace, logdir: Path, tag: str) -> dict:
+    redis.flush()
+    fleet = Instances(code, 3, redis, logdir, tag)
+    try:
+        res = run_rooms(node, fleet, [0], args, logdir, tag)
+    finally:
+        fleet.stop()
+    serving = res["cpu_by_instance"][0]
+    res["bystander_share"] = [c / serving if serving else None for c in res["cpu_by_instance"][1:]]
+    return res
+
+
+def scaling(node: str, code: Path, redis: Redis, args: argparse.Namespace, logdir: Path, tag: str) -> dict:
+    curve = {}
+    for n in (1, 2, 4):
+        redis.flush()
+        fleet = Instances(code, n, redis, logdir, f"{tag}-n{n}")
+        try:
+            curve[str(n)] = run_rooms(node, fleet, [k % n for k in range(args.rooms)], args, logdir, f"{tag}-n{n}")
+        finally:
+            fleet.stop()
+    return curve
+
+
+def pct(values: list) -> str:
+    return ", ".join("-" if v is None else f"{v * 100:.1f}%" for v in values)
+
+
+def markdown(report: dict) -> str:
+    lines = ["| tree | scenario | deliveries/s | CPU by instance (above idle) | us/delivery by instance | bystanders |"]
+    lines.append("|---|---|---|---|---|---|")
+    for tree, rounds in report["trees"].items():
+        for scenario in ("ratio", "scaling"):
+            for run in rounds:
+                if scenario not in run:
+                    continue
+                entries = {"3": run["ratio"]} if scenario == "ratio" else run["scaling"]
+                for n, res in entries.items():
+                    per = ", ".join("-" if u is None else f"{u:.1f}" for u in res["us_per_delivery_by_instance"])
+                    share = pct(res.get("bystander_share", [])) or "-"
+                    label = "ratio (3 instances)" if scenario == "ratio" else f"{n} instance(s)"
+                    lines.append(
+                        f"| {tree} | {label} | {res['deliveries_per_s']:,.0f} | {pct(res['cpu_by_instance'])} "
+                        f"| {per} | {share} |"
+                    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--compare", type=Path, help="another fleetchat checkout to run side by side")
+    parser.add_argument("--scenarios", default="ratio,scaling")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--members", type=int, default=24, help="clients per room")
+    parser.add_argument("--rate", type=float, default=360.0, help="messages/s into each room")
+    parser.add_argument("--rooms", type=int, default=4, help="rooms of the scaling scenario")
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--idle", type=float, default=3.0, help="seconds of idle CPU read before the load")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    node = find_node()
+    ensure_npm_deps(LOADGEN_DIR)
+    trees = {"this tree": ROOT}
+    if args.compare:
+        trees[f"compare ({args.compare.name})"] = args.compare.resolve()
+    scenarios = args.scenarios.split(",")
+    logdir = Path(tempfile.mkdtemp(prefix="fc-routing-"))
+    redis = Redis(logdir)
+    report: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "trees": {t: [] for t in trees}}
+    try:
+        for r in range(args.rounds):
+            for t, (tree, code) in enumerate(trees.items()):
+                run: dict = {}
+                tag = f"r{r}t{t}"
+                if "ratio" in scenarios:
+                    run["ratio"] = ratio(node, code, redis, args, logdir, tag + "ratio")
+                if "scaling" in scenarios:
+                    run["scaling"] = scaling(node, code, redis, args, logdir, tag + "scale")
+                report["trees"][tree].append(run)
+                print(json.dumps({tree: run}), flush=True)
+    finally:
+        redis.stop()
+    shares = {
+        tree: statistics.median(max(x for x in run["ratio"]["bystander_share"] if x is not None) for run in rounds)
+        for tree, rounds in report["trees"].items()
+        if rounds and "ratio" in rounds[0]
+    }
+    report["bystander_share_median_of_max"] = shares
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    print(markdown(report))
+    print("bystander CPU / serving CPU (median over rounds of the larger bystander):", shares)
+    print("logs:", logdir)
+    return 0
+
+
+if __name__ == "__main__":
+    threading.current_thread().name = "bench.routing"
+    raise SystemExit(main())
