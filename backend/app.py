@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None) -> tuple[Any, Quart, Chat]:
     if isinstance(manager, FleetManager):
         manager.on_resubscribe = _count_resubscribes(metrics, chat.sweep_soon)
         manager.on_received = metrics.pubsub_received.inc
+        manager.on_arrival = _observe_lag(metrics)
         metrics.room_channels.set_function(manager.routes.count)
         manager.on_revoke = chat.end_session_here
         manager.on_epoch = chat.apply_epoch
@@ -194,6 +196,18 @@ def _count_errors(metrics: Metrics, source: str, fn: Callable[[], Awaitable[Any]
             raise
 
     return counted
+
+
+def _observe_lag(metrics: Metrics) -> Callable[[dict[str, Any]], None]:
+    """How long a message took from its sending instance (its ``ts``) to this one's listener."""
+    observe = metrics.pubsub_lag.observe
+
+    def arrived(message: dict[str, Any]) -> None:
+        ts = message.get("ts")
+        if isinstance(ts, int):
+            observe(max(0.0, time.time() - ts / 1000))
+
+    return arrived
 
 
 def _count_resubscribes(metrics: Metrics, then: Callable[[], None]) -> Callable[[], None]:

@@ -47,7 +47,7 @@ from backend.models import (
     seq_of,
 )
 from backend.presence import Presence, User
-from backend.relay import Relay
+from backend.relay import Relay, RelayCounts
 from backend.store.base import Message, MessageStore, RateLimited, RoomAccess, RoomInfo, StoreUnavailable, Update
 
 log = logging.getLogger(__name__)
@@ -103,8 +103,9 @@ class Chat:
         self.presence = presence
         self.sio = sio
         self.metrics = metrics
-        self.relay = Relay(store, self._deliver, on_regress=self._regressed)
-        self.updates = Relay(store, self._deliver_update, stream="updates", on_regress=self._regressed)
+        counts = RelayCounts(replayed=metrics.replayed.inc, held=metrics.held.inc)
+        self.relay = Relay(store, self._deliver, on_regress=self._regressed, counts=counts)
+        self.updates = Relay(store, self._deliver_update, stream="updates", on_regress=self._regressed, counts=counts)
         self._access_cache: dict[str, RoomAccess | None] = {}
         """Each room's kind once looked up (it never changes once the room exists)."""
         self._epochs: dict[str, str] = {}
@@ -603,12 +604,14 @@ class Chat:
         self._check_text(text)
         self._limit_user(user)
         reply_seq = seq_of(reply_to) if reply_to is not None else None
+        started = time.perf_counter()
         try:
             result = await self._store_call(
                 self.store.append(room, user, text, client_id or uuid.uuid4().hex, now_ms(), reply_seq)
             )
         except RateLimited as exc:
             raise ChatError("rate_limited", f"slow down: retry in {exc.retry_after:.2f}s", 429) from None
+        self.metrics.append_latency.observe(time.perf_counter() - started)
         message = result.message
         if result.created:
             self.metrics.messages_in.inc()

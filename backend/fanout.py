@@ -187,6 +187,8 @@ class FleetManager(RelayHook, socketio.AsyncRedisManager):
     max_retry_sleep = 2.0
     on_received: Callable[[], None] | None = None
     """Counts every message the listener receives (``fleetchat_pubsub_received_total``)."""
+    on_arrival: Callable[[dict[str, Any]], None] | None = None
+    """Sees each chat message another instance published, as it arrives (``fleetchat_pubsub_lag_seconds``)."""
 
     def __init__(self, *args: Any, linger: float = 5.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -312,6 +314,8 @@ class FleetManager(RelayHook, socketio.AsyncRedisManager):
             if self.on_revoke is not None and isinstance(data[0].get("session"), str):
                 await self.on_revoke(data[0]["session"])
             return
+        if single and message.get("event") == "message" and self.on_arrival is not None:
+            self.on_arrival(data[0])
         if single and self.route_to_relay(message.get("event"), data[0]):
             return
         if single and self.fan_out(

@@ -43,6 +43,22 @@ class Metrics:
         self.replayed = Counter(
             "fleetchat_relay_replayed_total", "Messages read back from the store to fill a gap", registry=r
         )
+        self.held = Counter(
+            "fleetchat_relay_held_total", "Messages that arrived before an earlier one and waited for it", registry=r
+        )
+        fine = (0.0001, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.1)
+        self.append_latency = Histogram(
+            "fleetchat_append_seconds",
+            "The store's append of a message, as the sending instance waits for it",
+            buckets=fine,
+            registry=r,
+        )
+        self.pubsub_lag = Histogram(
+            "fleetchat_pubsub_lag_seconds",
+            "From a message's timestamp (set by the sending instance) to its arrival here over pub/sub",
+            buckets=fine,
+            registry=r,
+        )
         self.redis_errors = Counter(
             "fleetchat_redis_errors_total",
             "Redis calls outside a request that failed (heartbeat, reaper, relay sweep, readiness ping)",

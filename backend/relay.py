@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 from backend.store.base import Message, MessageStore, StoreUnavailable
@@ -31,6 +32,20 @@ Deliver = Callable[[str, Message], None]
 FILL_BATCH = 500
 
 
+def _uncounted() -> None:
+    return None
+
+
+@dataclass
+class RelayCounts:
+    """Where the relay's exceptions are counted (``fleetchat_relay_*_total``)."""
+
+    replayed: Callable[[], None] = _uncounted
+    """A message read back from the store to close a gap."""
+    held: Callable[[], None] = _uncounted
+    """A message that arrived before an earlier one and waited for it."""
+
+
 class Relay:
     def __init__(
         self,
@@ -39,6 +54,7 @@ class Relay:
         gap_wait: float = 0.05,
         stream: Literal["messages", "updates"] = "messages",
         on_regress: Callable[[str], None] | None = None,
+        counts: RelayCounts | None = None,
     ) -> None:
         self._store = store
         self._deliver = deliver
@@ -51,8 +67,7 @@ class Relay:
         self._held: dict[str, dict[int, Message]] = {}
         self._fills: dict[str, asyncio.Task[None]] = {}
         self._sweeps: set[asyncio.Task[None]] = set()
-        self.replayed = 0
-        """Messages this instance read back from the store to close a gap."""
+        self.counts = counts or RelayCounts()
 
     def track(self, room: str, last_seq: int) -> None:
         """Start relaying ``room`` after ``last_seq`` (what a joiner got as history)."""
@@ -95,6 +110,7 @@ class Relay:
             self._drain(room)
             return
         self._held.setdefault(room, {})[seq] = message
+        self.counts.held()
         self._schedule_fill(room, self._gap_wait)
 
     def _drain(self, room: str) -> None:
@@ -136,7 +152,7 @@ class Relay:
                     self._last[room] = missing[0][key] - 1
                 for message in missing:
                     if message[key] > self._last.get(room, message[key]):
-                        self.replayed += 1
+                        self.counts.replayed()
                     self.accept(message)
                 if len(missing) < FILL_BATCH and not self._held.get(room):
                     return

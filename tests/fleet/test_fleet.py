@@ -12,7 +12,7 @@ import socketio
 import websockets
 
 from tests.fleet.conftest import FLEET_ENV
-from tests.support import ChatClient, async_wait_for, http_get, rooms_listed
+from tests.support import ChatClient, async_wait_for, http_get, rooms_listed, scrape
 
 pytestmark = pytest.mark.fleet
 
@@ -125,6 +125,9 @@ async def test_killing_redis_pubsub_links_loses_nothing_for_plain_clients(fleet,
     await async_wait_for(lambda: len(plain.messages(r)) >= len(acked), timeout=20, what="relay to fill the gaps")
     assert plain.texts(r) == acked
     assert [m["seq"] for m in plain.messages(r)] == list(range(1, len(acked) + 1))
+    # what pub/sub lost while its link was down came back from the store, and is counted
+    assert scrape(b.url, "fleetchat_relay_replayed_total") > 0
+    assert scrape(b.url, "fleetchat_pubsub_reconnects_total") >= 3
 
 
 async def test_redis_restart_mid_stream_loses_nothing_acknowledged(fleet, clients, private_redis):
