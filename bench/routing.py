@@ -4,12 +4,14 @@ Two scenarios, each run for the working tree and, with ``--compare DIR``, for
 another checkout of fleetchat (say ``git worktree add <dir> <commit>`` of the
 commit before per-room routing), alternating, in one run:
 
-- ``ratio``: 3 instances over one Redis; one room whose ``--members`` all sit on
-  instance 0, ``--rate`` messages/s into it. Reported: each instance's CPU above
+- ``ratio``: 3 instances over one Redis; one room whose ``--members`` (24) all sit on
+  instance 0, ``--rate`` (360) messages/s into it. Reported: each instance's CPU above
   its own idle (read from ``/proc`` over the same window), and the CPU of the
   instances without members as a share of the serving instance's.
-- ``scaling``: ``--rooms`` rooms spread evenly over 1, 2 and 4 instances (every
-  room's members on one instance, the same total load each time). Reported:
+- ``scaling``: ``--rooms`` (4) rooms of ``--scale-members`` (12) at ``--scale-rate``
+  (120) msg/s, spread evenly over 1, 2 and 4 instances (every room's members on
+  one instance, the same total load each time; light enough that the load
+  generators leave the 2 cores to the servers). Reported:
   total deliveries/s, each instance's CPU, and CPU per delivery per instance, which
   stays flat when an instance pays only for its own rooms.
 
@@ -102,44 +104,59 @@ class Instances:
 
 
 def run_rooms(
-    node: str, instances: Instances, placement: list[int], args: argparse.Namespace, logdir: Path, tag: str
+    node: str,
+    instances: Instances,
+    placement: list[int],
+    members: int,
+    rate: float,
+    args: argparse.Namespace,
+    logdir: Path,
+    tag: str,
 ) -> dict:
-    """One load generator per room (room k's members all on instance ``placement[k]``),
-    started together; CPU per instance over the sending window, above idle."""
+    """One load generator per room (room k's ``members`` all on instance ``placement[k]``,
+    ``rate`` msg/s into it), started together; each instance's CPU above its idle over
+    the window in which every generator is sending."""
     idle_from = instances.cpu()
     time.sleep(args.idle)
     idle_rate = [(b - a) / args.idle for a, b in zip(idle_from, instances.cpu(), strict=True)]
-    senders = max(1, args.members // 3)
+    senders = max(1, members // 3)
     gens = []
     for k, where in enumerate(placement):
         cfg = {
             "mode": "room",
             "urls": [instances.url(where)],
             "room": f"{tag}-room{k}",
-            "clients": args.members,
+            "clients": members,
             "senders": senders,
-            "rate": args.rate / senders,
+            "rate": rate / senders,
             "window": 1,
             "duration": args.duration,
             "warmup": 1,
             "workers": 1,
             "textBytes": 32,
-            "connectTimeout": 20,
+            "connectTimeout": 30,
             "drainTimeout": 10,
             "tag": f"{tag}-{k}",
             "namePrefix": f"{tag}{k}u",
         }
         gens.append(Loadgen(node, cfg, logdir / f"{tag}-loadgen-{k}.log"))
-    bound = 20 + args.duration + 40
+    bound = 30 + args.duration + 60
     try:
+        first = None
         for gen in gens:
             ready = gen.until("ready", bound)
             if ready.get("event") != "ready":
                 raise BenchError(f"load generator failed to set up: {ready}")
-        # every generator starts sending about 1 s (its warm-up) after it is ready
-        time.sleep(1.5)
+            first = first or time.monotonic()
+        # a generator measures from 1.3 s after it is ready for ``duration`` s: use the
+        # part of that every generator shares, less half a second at each end
+        begin = time.monotonic() + 1.8
+        stop = first + 1.3 + args.duration - 0.5
+        if stop - begin < args.duration / 2:
+            raise BenchError("the load generators became ready too far apart to share a window")
+        time.sleep(begin - time.monotonic())
         start, started = instances.cpu(), time.monotonic()
-        time.sleep(args.duration - 1)
+        time.sleep(max(0.0, stop - time.monotonic()))
         end, elapsed = instances.cpu(), time.monotonic() - started
         results = [gen.until("result", bound) for gen in gens]
     finally:
@@ -167,7 +184,7 @@ def ratio(node: str, code: Path, redis: Redis, args: argparse.Namespace, logdir:
     redis.flush()
     fleet = Instances(code, 3, redis, logdir, tag)
     try:
-        res = run_rooms(node, fleet, [0], args, logdir, tag)
+        res = run_rooms(node, fleet, [0], args.members, args.rate, args, logdir, tag)
     finally:
         fleet.stop()
     serving = res["cpu_by_instance"][0]
@@ -181,7 +198,10 @@ def scaling(node: str, code: Path, redis: Redis, args: argparse.Namespace, logdi
         redis.flush()
         fleet = Instances(code, n, redis, logdir, f"{tag}-n{n}")
         try:
-            curve[str(n)] = run_rooms(node, fleet, [k % n for k in range(args.rooms)], args, logdir, f"{tag}-n{n}")
+            placement = [k % n for k in range(args.rooms)]
+            curve[str(n)] = run_rooms(
+                node, fleet, placement, args.scale_members, args.scale_rate, args, logdir, f"{tag}-n{n}"
+            )
         finally:
             fleet.stop()
     return curve
@@ -219,7 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--members", type=int, default=24, help="clients per room")
     parser.add_argument("--rate", type=float, default=360.0, help="messages/s into each room")
     parser.add_argument("--rooms", type=int, default=4, help="rooms of the scaling scenario")
-    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--scale-members", type=int, default=12, help="clients per room, scaling scenario")
+    parser.add_argument("--scale-rate", type=float, default=120.0, help="messages/s per room, scaling scenario")
+    parser.add_argument("--duration", type=float, default=12.0)
     parser.add_argument("--idle", type=float, default=3.0, help="seconds of idle CPU read before the load")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)

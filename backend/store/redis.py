@@ -387,16 +387,26 @@ def _envelope(event: str, room: str, host_id: str) -> tuple[bytes, bytes]:
     return orjson.dumps(envelope)[:-1] + b',"data":[', b"]}"
 
 
+POOL_SIZE = 32
+"""Connections an instance's store client keeps at most. Commands beyond that wait for
+a free one: under a burst, an unbounded pool opens a connection per waiting command,
+and opening one costs more than the command (measured: 900 connections, 16 appends
+done in 3 s, against thousands a second with the pool bounded)."""
+
+
 def connect(url: str) -> aioredis.Redis:
     """A client that fails fast (the caller answers ``unavailable``) instead of
     hanging past the client's ack timeout while Redis is down."""
-    return aioredis.Redis.from_url(
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=POOL_SIZE,
+        timeout=2.0,
         socket_connect_timeout=1.0,
         socket_timeout=2.0,
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
         health_check_interval=10,
     )
+    return aioredis.Redis(connection_pool=pool)
 
 
 class RedisStore(MessageStore):
