@@ -112,7 +112,8 @@ class Cursor:
     def numbers(self, count: int) -> list[int]:
         """The position as ``count`` 63-bit numbers separated by dots (its first parts)."""
         parts = self.position.split(".", count)[:count]
-        if len(parts) < count or not all(p.isdigit() and len(p) <= 18 for p in parts):
+        # an FTS5 rowid of today's clock (ts * 2**20) has 19 digits
+        if len(parts) < count or not all(p.isdigit() and len(p) <= 19 and int(p) < 2**63 for p in parts):
             raise bad_cursor()
         return [int(p) for p in parts]
 

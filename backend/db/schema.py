@@ -102,7 +102,7 @@ room_members = Table(
 
 SEARCH_TABLE = "messages_fts"
 """SQLite's FTS5 table of message text (and its shadow tables ``messages_fts_*``)."""
-SEARCH_OBJECTS = frozenset({"search", "messages_search", "messages_recent"})
+SEARCH_OBJECTS = frozenset({"search", "messages_search", "messages_room_search", "messages_recent"})
 """PostgreSQL's ``messages.search`` tsvector column and its indexes."""
 
 
