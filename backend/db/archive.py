@@ -279,7 +279,7 @@ class Archive:
     async def search(
         self, query: str, rooms_: list[str] | None, before: str | None, limit: int
     ) -> tuple[list[Message], bool]:
-        """``MessageStore.search`` over the ``messages.search`` tsvector (migration 0005),
+        """``MessageStore.search`` over the ``messages.search`` tsvector (migrations 0006, 0007),
         ranked by ``ts_rank_cd`` within windows of the newest matches; a window's
         position is ``<ts>.<seq>.<room>`` of the match it starts after."""
         if self._sqlite:
@@ -298,7 +298,9 @@ class Archive:
         where = ["search @@ to_tsquery('simple', :q)"]
         params: dict[str, Any] = {"q": " & ".join(f"'{w}'" for w in words), "n": search.WINDOW + 1}
         binds = []
+        one_room = False
         if rooms_ is not None and len(rooms_) == 1:
+            one_room = True
             # one room: newest first is its seq order, so the planner may walk the primary
             # key backwards for a common word or the (room, search) GIN for a rarer one
             where.append("room = :room")
@@ -322,9 +324,11 @@ class Archive:
             f" ORDER BY {order} LIMIT :n) c"
         ).bindparams(*binds)
         async with self.engine.connect() as conn:
-            # plan for these words: a generic plan (asyncpg prepares statements) cannot
-            # tell a word in most messages from a rare one, and each needs another index
-            await conn.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+            if one_room:
+                # plan for these words: a generic plan (asyncpg prepares statements) cannot
+                # tell a word in most of the room (walk its key) from a rare one (the GIN);
+                # many rooms keep the cached plan, which planning a 100-room array would cost
+                await conn.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
             rows = (await conn.execute(sql, params)).all()
             window = rows[: search.WINDOW]
             # best first; newest first among equals (the window came newest first, and sorted() is stable)

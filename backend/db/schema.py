@@ -6,7 +6,7 @@ that replaces the body removes the text from the database for good.
 ``accounts`` holds who may sign in (fleet mode; embedded files had the same
 table before it was here), so losing Redis costs sessions, never an account.
 Alembic's migrations must produce exactly this (a test compares them), except
-the search indexes (migration 0005), which ``include_object`` leaves out.
+the search indexes (migrations 0006, 0007), which ``include_object`` leaves out.
 """
 
 from __future__ import annotations

@@ -41,13 +41,13 @@ _PRAGMAS = "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
 """Write-ahead log: readers never wait for the writer, and one fsync per group commit."""
 
 FTS_SHIFT = 1 << 20
-"""``messages_fts`` rowids are ``ts * FTS_SHIFT + n`` (migration 0005): newest first is rowid order.
+"""``messages_fts`` rowids are ``ts * FTS_SHIFT + n`` (migration 0006): newest first is rowid order.
 Its ``room`` is the name's UTF-8 in hex: one token, so a room's rows are one posting list."""
 _FTS_TABLE = (
     "CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5("
     "text, room, seq UNINDEXED, tokenize = 'unicode61 remove_diacritics 0')"
 )
-"""What migration 0005 makes, for an in-memory database (which has no migrations)."""
+"""What migration 0006 makes, for an in-memory database (which has no migrations)."""
 
 _AppendRequest = tuple[str, dict[str, str], str, str, int, int | None]
 
@@ -114,9 +114,6 @@ class SqliteStore(MessageStore):
     def _open_reader(self) -> None:
         reader = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
         reader.execute("PRAGMA query_only = ON")
-        # a search reads hundreds of scattered pages (a window's texts): mapped, they
-        # cost no read() each (a quarter of a one-room search; bench/README.md, search)
-        reader.execute("PRAGMA mmap_size = 1073741824")
         self._reader = reader
 
     async def close(self) -> None:
