@@ -513,8 +513,10 @@ class SqliteStore(MessageStore):
             match = "{text} : (" + " ".join(f'"{w}"' for w in words) + ")"
             args: list[Any] = []
             if rooms is not None and len(rooms) == 1:
-                # one token per room: the index finds the room's rows itself, and the
-                # rowids alone come from the index (no row of text read per match)
+                # one token per room: the index finds the room's rows itself. The window's
+                # rowids come from the index alone and their texts by a join on FTS5's own
+                # content table (c0 text, c1 room, c2 seq): a fifth cheaper than FTS5 reading
+                # each match's columns, which are scattered one a page (bench/README.md, search)
                 match = '{room} : "' + rooms[0].encode().hex() + '" AND ' + match
                 sql = (
                     "SELECT c.id, c.c1, c.c2, c.c0 FROM (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?"
