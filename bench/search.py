@@ -7,7 +7,7 @@ each append of the embedded store. A scenario, not a test.
     python -m bench.search --messages 100000 --skip-postgres
 
 The text is drawn from a vocabulary of 20,000 words with Zipf frequencies (s = 1.1)
-like natural language: the commonest word is in about a third of the messages, a
+like natural language: the commonest word is in three quarters of the messages, a
 "rare" one in a few dozen. Every search passes every room, as ``Chat.find`` does
 (what ``readable`` let through), or one room for the ``room=`` shapes; 20 hits a page.
 """
@@ -109,7 +109,7 @@ async def measure(
 
 
 def load_sqlite(path: str, n: int, vocabulary: list[str]) -> float:
-    """Insert n messages in one transaction, then build the FTS5 index from them (as migration 0005 does)."""
+    """Insert n messages in one transaction, then build the FTS5 index from them (as migration 0006 does)."""
     upgrade("sqlite:///" + path)
     started = time.perf_counter()
     db = sqlite3.connect(path, isolation_level=None)

@@ -279,7 +279,7 @@ class Archive:
     async def search(
         self, query: str, rooms_: list[str] | None, before: str | None, limit: int
     ) -> tuple[list[Message], bool]:
-        """``MessageStore.search`` over the ``messages.search`` tsvector (migration 0005),
+        """``MessageStore.search`` over the ``messages.search`` tsvector (migrations 0006, 0007),
         ranked by ``ts_rank_cd`` within windows of the newest matches; a window's
         position is ``<ts>.<seq>.<room>`` of the match it starts after."""
         if self._sqlite:
@@ -298,19 +298,37 @@ class Archive:
         where = ["search @@ to_tsquery('simple', :q)"]
         params: dict[str, Any] = {"q": " & ".join(f"'{w}'" for w in words), "n": search.WINDOW + 1}
         binds = []
-        if rooms_ is not None:
-            where.append("room = ANY(:rooms)")
-            params["rooms"] = rooms_
-            binds.append(bindparam("rooms", type_=ARRAY(Text)))
-        if after is not None:
-            where.append("(ts, room, seq) < (:ts, :room, :seq)")
-            params |= {"ts": after[0], "room": after[1], "seq": after[2]}
+        one_room = False
+        if rooms_ is not None and len(rooms_) == 1:
+            one_room = True
+            # one room: newest first is its seq order, so the planner may walk the primary
+            # key backwards for a common word or the (room, search) GIN for a rarer one
+            where.append("room = :room")
+            params["room"] = rooms_[0]
+            order = "seq DESC"
+            if after is not None:
+                where.append("seq < :seq")
+                params["seq"] = after[2]
+        else:
+            if rooms_ is not None:
+                where.append("room = ANY(:rooms)")
+                params["rooms"] = rooms_
+                binds.append(bindparam("rooms", type_=ARRAY(Text)))
+            order = "ts DESC, room DESC, seq DESC"
+            if after is not None:
+                where.append("(ts, room, seq) < (:ts, :room, :seq)")
+                params |= {"ts": after[0], "room": after[1], "seq": after[2]}
         sql = text(
             "SELECT c.room, c.seq, c.ts, ts_rank_cd(c.search, to_tsquery('simple', :q)) FROM ("
             f" SELECT room, seq, ts, search FROM messages WHERE {' AND '.join(where)}"
-            " ORDER BY ts DESC, room DESC, seq DESC LIMIT :n) c"
+            f" ORDER BY {order} LIMIT :n) c"
         ).bindparams(*binds)
         async with self.engine.connect() as conn:
+            if one_room:
+                # plan for these words: a generic plan (asyncpg prepares statements) cannot
+                # tell a word in most of the room (walk its key) from a rare one (the GIN);
+                # many rooms keep the cached plan, which planning a 100-room array would cost
+                await conn.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
             rows = (await conn.execute(sql, params)).all()
             window = rows[: search.WINDOW]
             # best first; newest first among equals (the window came newest first, and sorted() is stable)

@@ -6,7 +6,7 @@ that replaces the body removes the text from the database for good.
 ``accounts`` holds who may sign in (fleet mode; embedded files had the same
 table before it was here), so losing Redis costs sessions, never an account.
 Alembic's migrations must produce exactly this (a test compares them), except
-the search indexes (migration 0005), which ``include_object`` leaves out.
+the search indexes (migrations 0006, 0007), which ``include_object`` leaves out.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ room_members = Table(
 
 SEARCH_TABLE = "messages_fts"
 """SQLite's FTS5 table of message text (and its shadow tables ``messages_fts_*``)."""
-SEARCH_OBJECTS = frozenset({"search", "messages_search", "messages_recent"})
+SEARCH_OBJECTS = frozenset({"search", "messages_search", "messages_room_search", "messages_recent"})
 """PostgreSQL's ``messages.search`` tsvector column and its indexes."""
 
 

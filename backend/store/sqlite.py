@@ -41,13 +41,13 @@ _PRAGMAS = "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
 """Write-ahead log: readers never wait for the writer, and one fsync per group commit."""
 
 FTS_SHIFT = 1 << 20
-"""``messages_fts`` rowids are ``ts * FTS_SHIFT + n`` (migration 0005): newest first is rowid order.
+"""``messages_fts`` rowids are ``ts * FTS_SHIFT + n`` (migration 0006): newest first is rowid order.
 Its ``room`` is the name's UTF-8 in hex: one token, so a room's rows are one posting list."""
 _FTS_TABLE = (
     "CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5("
     "text, room, seq UNINDEXED, tokenize = 'unicode61 remove_diacritics 0')"
 )
-"""What migration 0005 makes, for an in-memory database (which has no migrations)."""
+"""What migration 0006 makes, for an in-memory database (which has no migrations)."""
 
 _AppendRequest = tuple[str, dict[str, str], str, str, int, int | None]
 
@@ -511,15 +511,24 @@ class SqliteStore(MessageStore):
                 db = self._reader
             assert db is not None
             match = "{text} : (" + " ".join(f'"{w}"' for w in words) + ")"
-            sql = "SELECT rowid, room, seq, text FROM messages_fts WHERE messages_fts MATCH ?"
             args: list[Any] = []
             if rooms is not None and len(rooms) == 1:
-                # one token per room: the index finds the room's rows itself
+                # one token per room: the index finds the room's rows itself. The window's
+                # rowids come from the index alone and their texts by a join on FTS5's own
+                # content table (c0 text, c1 room, c2 seq): a fifth cheaper than FTS5 reading
+                # each match's columns, which are scattered one a page (bench/README.md, search)
                 match = '{room} : "' + rooms[0].encode().hex() + '" AND ' + match
-            elif rooms is not None:
-                sql += " AND room IN (SELECT value FROM json_each(?))"
-                args.append(orjson.dumps([r.encode().hex() for r in rooms]).decode())
-            sql += " AND rowid < ? ORDER BY rowid DESC LIMIT ?"
+                sql = (
+                    "SELECT c.id, c.c1, c.c2, c.c0 FROM (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?"
+                    " AND rowid < ? ORDER BY rowid DESC LIMIT ?) f JOIN messages_fts_content c ON c.id = f.rowid"
+                    " ORDER BY c.id DESC"
+                )
+            else:
+                sql = "SELECT rowid, room, seq, text FROM messages_fts WHERE messages_fts MATCH ?"
+                if rooms is not None:
+                    sql += " AND room IN (SELECT value FROM json_each(?))"
+                    args.append(orjson.dumps([r.encode().hex() for r in rooms]).decode())
+                sql += " AND rowid < ? ORDER BY rowid DESC LIMIT ?"
             args += [upto, search.WINDOW + 1]
             rows = db.execute(sql, [match, *args]).fetchall()
             window = rows[: search.WINDOW]
