@@ -35,6 +35,8 @@ REVOKE_ROOM = "fc:revoke"
 """A room no socket joins, so the publishing instance delivers the event to nobody."""
 
 NAMESPACE = "/"
+CALLBACK_PREFIX = b'{"method":"callback"'
+"""How python-socketio's pub/sub ``callback`` message begins (orjson keeps its key order)."""
 SHARED_CHANNEL = "fleetchat"
 """python-socketio's one pub/sub channel, for what has no room channel (``backend.room_channels``)."""
 
@@ -260,6 +262,11 @@ class FleetManager(RelayHook, socketio.AsyncRedisManager):
         """Every message on the shared channel and the rooms' channels; back within
         ``max_retry_sleep`` of Redis returning, with a sweep once subscribed."""
         shared = self.channel.encode()
+        # What this instance published comes back to it (pub/sub has no "not to
+        # myself"); it was delivered here already. Skip it before decoding, by its
+        # host_id, which a JSON string inside the message cannot spell (its quotes
+        # would be escaped); a callback names its target host there, so it stays.
+        own = b'"host_id":"' + self.host_id.encode() + b'"'
         retry_sleep = 0.1
         while True:
             try:
@@ -274,7 +281,10 @@ class FleetManager(RelayHook, socketio.AsyncRedisManager):
                     if kind == "message":
                         if self.on_received is not None:
                             self.on_received()
-                        yield message["data"]
+                        data = message["data"]
+                        if own in data and not data.startswith(CALLBACK_PREFIX):
+                            continue
+                        yield data
                     elif kind == "subscribe":
                         channel = message["channel"]
                         if channel == shared:

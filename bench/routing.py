@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 from bench.run import (
@@ -98,6 +99,15 @@ class Instances:
     def cpu(self) -> list[float]:
         return [cpu_seconds(p.pid) for p in self.procs]
 
+    def received(self) -> list[float | None]:
+        """Each instance's ``fleetchat_pubsub_received_total`` (None where the checkout has no such metric)."""
+        counts: list[float | None] = []
+        for i in range(len(self.ports)):
+            text = urllib.request.urlopen(self.url(i) + "/metrics", timeout=5).read().decode()
+            found = [line for line in text.splitlines() if line.startswith("fleetchat_pubsub_received_total ")]
+            counts.append(float(found[0].rsplit(" ", 1)[1]) if found else None)
+        return counts
+
     def stop(self) -> None:
         for proc in self.procs:
             proc.stop()
@@ -155,9 +165,9 @@ def run_rooms(
         if stop - begin < args.duration / 2:
             raise BenchError("the load generators became ready too far apart to share a window")
         time.sleep(begin - time.monotonic())
-        start, started = instances.cpu(), time.monotonic()
+        heard_from, start, started = instances.received(), instances.cpu(), time.monotonic()
         time.sleep(max(0.0, stop - time.monotonic()))
-        end, elapsed = instances.cpu(), time.monotonic() - started
+        end, elapsed, heard = instances.cpu(), time.monotonic() - started, instances.received()
         results = [gen.until("result", bound) for gen in gens]
     finally:
         for gen in gens:
@@ -175,6 +185,9 @@ def run_rooms(
         "cpu_by_instance": busy,
         "idle_cpu_by_instance": idle_rate,
         "us_per_delivery_by_instance": [c / d * 1e6 if d else None for c, d in zip(busy, deliveries, strict=True)],
+        "pubsub_received_per_s_by_instance": [
+            None if a is None or b is None else (b - a) / elapsed for a, b in zip(heard_from, heard, strict=True)
+        ],
         "loss": sum(r["missing"] for r in results),
         "duplicates": sum(r["duplicates"] for r in results),
     }
@@ -212,8 +225,11 @@ def pct(values: list) -> str:
 
 
 def markdown(report: dict) -> str:
-    lines = ["| tree | scenario | deliveries/s | CPU by instance (above idle) | us/delivery by instance | bystanders |"]
-    lines.append("|---|---|---|---|---|---|")
+    lines = [
+        "| tree | scenario | deliveries/s | CPU by instance (above idle) | us/delivery by instance "
+        "| pub/sub messages/s received by instance | bystanders |"
+    ]
+    lines.append("|---|---|---|---|---|---|---|")
     for tree, rounds in report["trees"].items():
         for scenario in ("ratio", "scaling"):
             for run in rounds:
@@ -224,9 +240,12 @@ def markdown(report: dict) -> str:
                     per = ", ".join("-" if u is None else f"{u:.1f}" for u in res["us_per_delivery_by_instance"])
                     share = pct(res.get("bystander_share", [])) or "-"
                     label = "ratio (3 instances)" if scenario == "ratio" else f"{n} instance(s)"
+                    heard = ", ".join(
+                        "-" if h is None else f"{h:,.0f}" for h in res.get("pubsub_received_per_s_by_instance", [])
+                    )
                     lines.append(
                         f"| {tree} | {label} | {res['deliveries_per_s']:,.0f} | {pct(res['cpu_by_instance'])} "
-                        f"| {per} | {share} |"
+                        f"| {per} | {heard or '-'} | {share} |"
                     )
     return "\n".join(lines)
 
