@@ -21,6 +21,7 @@ from backend.accel import (
     direct_transport,
     idle_memory,
     idle_memory_hypercorn,
+    lean_rooms,
     lean_websocket,
     listener,
     quiet_gc,
@@ -38,6 +39,7 @@ CUTS: tuple[Cut, ...] = (
     lean_websocket.CUT,
     direct_transport.CUT,
     listener.CUT,
+    lean_rooms.CUT,
 )
 """In dependency order: a cut comes after those it ``needs``."""
 

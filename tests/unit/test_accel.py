@@ -25,6 +25,7 @@ from backend.accel import (
     direct_transport,
     idle_memory,
     idle_memory_hypercorn,
+    lean_rooms,
     lean_websocket,
     listener,
     quiet_gc,
@@ -111,6 +112,32 @@ def test_listener_override_is_used_by_the_fleet_manager(eio: Any) -> None:
     manager = FleetManager("redis://127.0.0.1:1/0", channel="t")
     stream = manager._redis_listen_with_retries()
     assert stream.ag_code is listener.listen_with_retries.__code__
+
+
+async def test_lean_rooms_keeps_rooms_as_plain_dicts_and_none_as_a_bidict(tmp_path: Path) -> None:
+    from bidict import bidict
+
+    asgi, _, _ = create_app(Settings(db_path=str(tmp_path / "chat.db")))
+    manager = asgi.engineio_server.manager
+    assert "basic_enter_room" in vars(manager)  # on fleetchat's manager only, not the library's class
+    sid = await manager.connect("eio-1", "/")
+    await manager.enter_room(sid, "/", "general")
+    rooms = manager.rooms["/"]
+    assert type(rooms[None]) is bidict
+    assert type(rooms[sid]) is lean_rooms.Room and type(rooms["general"]) is lean_rooms.Room
+    # what python-socketio reads of them still answers
+    assert list(manager.get_participants("/", "general")) == [(sid, "eio-1")]
+    assert list(manager.get_participants("/", ["general", sid])) == [(sid, "eio-1")]
+    assert manager.sid_from_eio_sid("eio-1", "/") == sid and manager.get_rooms(sid, "/") == [sid, "general"]
+    with pytest.raises(ValueError, match="sid room"):
+        manager.basic_enter_room("other", "/", sid)
+    manager.basic_disconnect(sid, "/")
+    assert "/" not in manager.rooms
+
+
+def test_lean_rooms_off_leaves_the_managers_rooms_as_bidicts(tmp_path: Path) -> None:
+    asgi, _, _ = create_app(Settings(db_path=str(tmp_path / "chat.db"), accel="off"))
+    assert "basic_enter_room" not in vars(asgi.engineio_server.manager)
 
 
 def test_quiet_gc_raises_the_young_threshold_once_serving(eio: Any) -> None:
