@@ -8,16 +8,20 @@ sid) is ever read backwards (``sid_from_eio_sid`` reads its ``_invm``, and
 only read forwards (``get_participants`` reads ``_fwdm``). fleetchat puts
 each socket in three one-member rooms of its own (its sid's room, its name's
 mention room and its user's room), so on an idle connection those bidicts
-were a tenth of its memory. With the cut, ``basic_enter_room`` (an instance
-attribute of fleetchat's own manager, set by ``ChatServer``; the library's
-class is untouched) makes every room but ``None`` a ``Room``: a dict whose
-``_fwdm`` is itself, about 200 bytes for a room of one.
+were a tenth of its memory. With the cut, fleetchat's own manager (set up
+by ``ChatServer``; the library's class is untouched) keeps its rooms in a
+``RoomTable``: where ``basic_enter_room`` stores a new, empty ``bidict`` for
+a room other than ``None``, the table stores a ``Room`` instead, a dict whose
+``_fwdm`` is itself, about 200 bytes for a room of one. No method is
+replaced, so a manager subclass's own ``basic_enter_room`` (and whatever it
+does around ``super()``) runs as written.
 """
 
 from __future__ import annotations
 
-import types
 from typing import Any
+
+from bidict import bidict
 
 from backend.accel.base import Cut
 
@@ -32,28 +36,35 @@ class Room(dict[str, str]):
         return self
 
 
-def basic_enter_room(self: Any, sid: str, namespace: str, room: Any, eio_sid: str | None = None) -> None:
-    """python-socketio 5.18.1's ``BaseManager.basic_enter_room``, with a ``Room`` for every room but ``None``."""
-    if room is None:
-        # every connected sid, read backwards too: the library's own bidict
-        type(self).basic_enter_room(self, sid, namespace, room, eio_sid)
-        return
-    if eio_sid is None and namespace not in self.rooms:
-        raise ValueError("sid is not connected to requested namespace")
-    if sid != room and self.is_sid_room(namespace, room):
-        raise ValueError("cannot enter a sid room")
-    rooms = self.rooms.setdefault(namespace, {})
-    members = rooms.get(room)
-    if members is None:
-        members = rooms[room] = Room()
-    if eio_sid is None:
-        eio_sid = rooms[None][sid]
-    members[sid] = eio_sid
+class NamespaceRooms(dict[Any, Any]):
+    """One namespace's rooms: a new empty bidict for any room but ``None`` is stored as a ``Room``."""
+
+    __slots__ = ()
+
+    def __setitem__(self, room: Any, members: Any) -> None:
+        if room is not None and type(members) is bidict and not members:
+            members = Room()
+        super().__setitem__(room, members)
+
+
+class RoomTable(dict[str, NamespaceRooms]):
+    """``manager.rooms``: each namespace's rooms as ``NamespaceRooms``."""
+
+    __slots__ = ()
+
+    def __setitem__(self, namespace: str, rooms: Any) -> None:
+        table = NamespaceRooms()
+        for room, members in dict(rooms).items():
+            table[room] = members
+        super().__setitem__(namespace, table)
 
 
 def attach(manager: Any) -> None:
-    """Make ``manager`` (fleetchat's own, one per server) build its rooms as ``Room``."""
-    manager.basic_enter_room = types.MethodType(basic_enter_room, manager)
+    """Keep ``manager``'s rooms (fleetchat's own manager, one per server) in a ``RoomTable``."""
+    table = RoomTable()
+    for namespace, rooms in manager.rooms.items():
+        table[namespace] = rooms
+    manager.rooms = table
 
 
 CUT = Cut(

@@ -119,7 +119,8 @@ async def test_lean_rooms_keeps_rooms_as_plain_dicts_and_none_as_a_bidict(tmp_pa
 
     asgi, _, _ = create_app(Settings(db_path=str(tmp_path / "chat.db")))
     manager = asgi.engineio_server.manager
-    assert "basic_enter_room" in vars(manager)  # on fleetchat's manager only, not the library's class
+    assert isinstance(manager.rooms, lean_rooms.RoomTable)  # fleetchat's manager's table, no method replaced
+    assert "basic_enter_room" not in vars(manager)
     sid = await manager.connect("eio-1", "/")
     await manager.enter_room(sid, "/", "general")
     rooms = manager.rooms["/"]
@@ -137,7 +138,26 @@ async def test_lean_rooms_keeps_rooms_as_plain_dicts_and_none_as_a_bidict(tmp_pa
 
 def test_lean_rooms_off_leaves_the_managers_rooms_as_bidicts(tmp_path: Path) -> None:
     asgi, _, _ = create_app(Settings(db_path=str(tmp_path / "chat.db"), accel="off"))
-    assert "basic_enter_room" not in vars(asgi.engineio_server.manager)
+    assert type(asgi.engineio_server.manager.rooms) is dict
+
+
+async def test_lean_rooms_keeps_a_manager_subclasss_own_enter_room() -> None:
+    import socketio
+
+    entered: list[Any] = []
+
+    class Tracking(socketio.AsyncManager):
+        def basic_enter_room(self, sid, namespace, room, eio_sid=None):  # type: ignore[no-untyped-def]
+            entered.append(room)
+            super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+
+    accel.configure()
+    server = accel.ChatServer(async_mode="asgi", client_manager=Tracking())
+    manager = server.manager
+    sid = await manager.connect("eio-2", "/")
+    await manager.enter_room(sid, "/", "general")
+    assert entered == [None, sid, "general"]
+    assert type(manager.rooms["/"]["general"]) is lean_rooms.Room
 
 
 def test_quiet_gc_raises_the_young_threshold_once_serving(eio: Any) -> None:
