@@ -67,7 +67,11 @@ class Fanout:
         self.slow_consumers_dropped = 0
 
     def emit(self, room: str, event: str, data: Any, skip_sid: str | None = None) -> None:
-        encoded = self._server.packet_class(sio_packet.EVENT, namespace=NAMESPACE, data=[event, data]).encode()
+        # binary=False: the events fanned out are JSON (orjson would refuse bytes), so
+        # python-socketio need not walk the whole payload looking for attachments,
+        # which cost more than encoding it (a presence list of 200 members, for one)
+        packet = self._server.packet_class(sio_packet.EVENT, namespace=NAMESPACE, data=[event, data], binary=False)
+        encoded = packet.encode()
         entry = (encoded, skip_sid, event == "message")
         entries = self._pending.get(room)
         if entries is None:

@@ -168,6 +168,22 @@ def process_tree(pid: int) -> list[int]:
     return out
 
 
+def cpu_s(pids: list[int], system_only: bool = False) -> float:
+    """utime + stime (or stime alone: the kernel's share, system calls) of pids and all
+    their descendants, in seconds (from /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for root in pids:
+        for p in process_tree(root):
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (0 if system_only else int(fields[11])) + int(fields[12])
+    return total / tick
+
+
 def rss_kb(pid: int) -> int:
     """VmRSS of pid and all its descendants, in kB."""
     total = 0
@@ -183,12 +199,12 @@ def rss_kb(pid: int) -> int:
     return total
 
 
-def git_commit() -> str | None:
+def git_commit(root: Path = ROOT) -> str | None:
     """The measured tree's commit, with '+dirty' when backend/ or bench/ has uncommitted changes."""
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "backend", "bench"], cwd=ROOT, capture_output=True, text=True
+            ["git", "status", "--porcelain", "--", "backend", "bench"], cwd=root, capture_output=True, text=True
         )
     except OSError:
         return None
@@ -378,7 +394,35 @@ class Redis:
             s.sendall(payload.encode())
             return s.recv(4096).decode().strip()
 
+    def info(self, section: str) -> str:
+        """One INFO section, read to its end (the reply is a bulk string)."""
+        payload = f"*2\r\n$4\r\nINFO\r\n${len(section)}\r\n{section}\r\n".encode()
+        with socket.create_connection((HOST, self.port), timeout=5) as s:
+            s.sendall(payload)
+            data = b""
+            while b"\r\n" not in data:
+                data += s.recv(65536)
+            head, _, rest = data.partition(b"\r\n")
+            size = int(head[1:])
+            while len(rest) < size:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                rest += chunk
+        return rest[:size].decode()
+
+    def commands(self) -> dict[str, int]:
+        """Calls per command since the last CONFIG RESETSTAT (``INFO commandstats``)."""
+        out: dict[str, int] = {}
+        for line in self.info("commandstats").splitlines():
+            if line.startswith("cmdstat_"):
+                name, _, rest = line.partition(":")
+                out[name.removeprefix("cmdstat_")] = int(rest.split(",")[0].removeprefix("calls="))
+        return out
+
     def flush(self) -> None:
+        if self.command("CONFIG", "RESETSTAT") != "+OK":
+            raise BenchError("redis CONFIG RESETSTAT failed")
         if self.command("FLUSHALL") != "+OK":
             raise BenchError("redis FLUSHALL failed")
 
@@ -397,6 +441,8 @@ class TargetSpec:
     kind: str = ""  # fleetchat | node | naive; name is the target's key in the report
     env: dict[str, str] = field(default_factory=dict)
     """Set in the target's environment (``fleetchat-accel-off``: ``CHAT_ACCEL=off``)."""
+    root: Path = ROOT
+    """The checkout fleetchat is served from (``fleetchat@DIR``: another worktree)."""
 
     def __post_init__(self) -> None:
         self.kind = self.kind or self.name.split(":", 1)[0].removesuffix("-embedded")
@@ -413,7 +459,7 @@ class TargetSpec:
             env["CHAT_RATE_BURST"] = "100000"
             env["CHAT_CONNECTS_PER_MINUTE"] = "0"
             env["CHAT_MAX_CONNECTIONS"] = "1000000"
-            return (python_server(self.server, "backend.app:asgi", port, self.extra), ROOT, env)
+            return (python_server(self.server, "backend.app:asgi", port, self.extra), self.root, env)
         if self.kind == "node":
             return ([node, "server.js", *self.extra], NODE_PEER_DIR, env)
         if self.kind == "naive":
@@ -438,6 +484,9 @@ def target_spec(entry: str, args: argparse.Namespace) -> TargetSpec:
     """`kind[:server[:args]]`, e.g. `fleetchat`, `fleetchat:granian:--loop uvloop`, `naive:uvicorn`."""
     kind, _, rest = entry.partition(":")
     server, _, extra_s = rest.partition(":")
+    # fleetchat@DIR: the same target served from another checkout (an older commit's worktree)
+    kind, _, tree = kind.partition("@")
+    root = Path(tree).resolve() if tree else ROOT
     # fleetchat-accel-off: fleetchat with none of the fast path's cuts (the stock libraries)
     accel_env = {"CHAT_ACCEL": "off"} if kind == "fleetchat-accel-off" else {"CHAT_ACCEL": "on"}
     kind = "fleetchat" if kind == "fleetchat-accel-off" else kind
@@ -458,14 +507,16 @@ def target_spec(entry: str, args: argparse.Namespace) -> TargetSpec:
         return TargetSpec(
             entry, f"naive python-socketio + AsyncRedisManager ({desc})", args.instances, True, extra, server
         )
-    if not (ROOT / "backend" / "app.py").exists():
-        raise LookupError("fleetchat: backend/app.py not found")
+    if not (root / "backend" / "app.py").exists():
+        raise LookupError(f"fleetchat: backend/app.py not found in {root}")
     off = ", CHAT_ACCEL=off" if accel_env["CHAT_ACCEL"] == "off" else ""
+    if tree:
+        off += f", at commit {git_commit(root)}"
     if args.fleetchat_mode == "embedded":
         label = f"fleetchat ({desc}, EMBEDDED: one instance, no Redis{off})"
-        return TargetSpec(entry, label, 1, False, extra, server, kind="fleetchat", env=accel_env)
+        return TargetSpec(entry, label, 1, False, extra, server, kind="fleetchat", env=accel_env, root=root)
     label = f"fleetchat ({desc}, Redis fleet{off})"
-    return TargetSpec(entry, label, args.instances, True, extra, server, kind="fleetchat", env=accel_env)
+    return TargetSpec(entry, label, args.instances, True, extra, server, kind="fleetchat", env=accel_env, root=root)
 
 
 def wait_ready(proc: Proc, port: int, timeout: float = 40) -> None:
@@ -490,6 +541,7 @@ class Fleet:
 
     def __init__(self, spec: TargetSpec, redis: Redis, node: str, logdir: Path, tag: str):
         self.spec = spec
+        self.redis = redis
         self.procs: list[Proc] = []
         self.ports: list[int] = []
         try:
@@ -615,12 +667,15 @@ def run_room(
     bound = args.connect_timeout + args.warmup + duration + args.drain_timeout + 60
     lg = Loadgen(node, cfg, logfile)
     profiler = None
+    before = after = None
     try:
         res = lg.until("ready", bound)
         if res.get("event") == "ready":
             if args.py_spy and fleet.spec.kind != "node":
                 profiler = start_profiler(args.py_spy, fleet, args.warmup + duration + 1, logfile)
+            before = usage(fleet)
             res = lg.until("result", bound)
+            after = usage(fleet)
     finally:
         lg.close()
         if profiler:
@@ -650,7 +705,36 @@ def run_room(
         "drain_ms": res["drain_ms"],
         "loadgen_cpu_s": res.get("loadgen_cpu_s"),
         "loadgen_us_per_delivery": res.get("loadgen_us_per_delivery"),
+        **(cost(before, after, res) if before and after else {}),
         "raw": res,
+    }
+
+
+def usage(fleet: Fleet) -> dict:
+    """CPU seconds of the instances and of Redis, and Redis's command counts, now."""
+    pids = [p.pid for p in fleet.procs]
+    server, system = cpu_s(pids), cpu_s(pids, system_only=True)
+    redis = cpu_s([fleet.redis.proc.pid]) if fleet.spec.uses_redis else 0.0
+    commands = fleet.redis.commands() if fleet.spec.uses_redis else {}
+    return {"server": server, "system": system, "redis": redis, "commands": commands}
+
+
+def cost(before: dict, after: dict, res: dict) -> dict:
+    """What the sending phase (warm-up, measured window and drain) cost the servers:
+    CPU per delivery is steadier on a shared machine than deliveries/s, and Redis
+    commands per acked send count the round trips of one send."""
+    deliveries, acked = res.get("deliveries") or 0, res.get("acked") or 0
+    commands = {k: v - before["commands"].get(k, 0) for k, v in after["commands"].items()}
+    commands = {k: v for k, v in sorted(commands.items()) if v}
+    server, redis = after["server"] - before["server"], after["redis"] - before["redis"]
+    return {
+        "server_cpu_s": round(server, 2),
+        "server_us_per_delivery": round(server * 1e6 / deliveries, 2) if deliveries else None,
+        "server_us_per_send": round(server * 1e6 / acked, 1) if acked else None,
+        "server_kernel_share": round((after["system"] - before["system"]) / server, 3) if server else None,
+        "redis_cpu_s": round(redis, 2),
+        "redis_us_per_send": round(redis * 1e6 / acked, 1) if acked else None,
+        "redis_commands_per_send": {k: round(v / acked, 3) for k, v in commands.items()} if acked else {},
     }
 
 
@@ -740,8 +824,8 @@ SCENARIOS = {"fanout": scenario_fanout, "saturation": scenario_saturation, "idle
 # ----------------------------------------------------------------- summary --
 
 METRICS = {
-    "fanout": ("deliveries_per_s", "p50_ms", "p99_ms", "ack_p99_ms", "loss"),
-    "saturation": ("deliveries_per_s", "p50_ms", "p99_ms", "loss"),
+    "fanout": ("deliveries_per_s", "p50_ms", "p99_ms", "ack_p99_ms", "loss", "server_us_per_delivery"),
+    "saturation": ("deliveries_per_s", "p50_ms", "p99_ms", "loss", "server_us_per_delivery", "redis_us_per_send"),
     "idle": ("held", "kb_per_conn"),
 }
 
@@ -909,7 +993,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=",".join(ALL_TARGETS),
         help="comma list of fleetchat,node,naive (and fleetchat-accel-off: fleetchat on the stock libraries); "
         "a Python target may name its ASGI server and "
-        "that server's args: fleetchat:granian, 'fleetchat:hypercorn:-k uvloop', naive:granian",
+        "that server's args: fleetchat:granian, 'fleetchat:hypercorn:-k uvloop', naive:granian; "
+        "fleetchat@DIR serves fleetchat from another checkout (an older commit's worktree)",
     )
     ap.add_argument("--scenarios", default=",".join(ALL_SCENARIOS), help="comma list of fanout,saturation,idle")
     ap.add_argument("--instances", type=int, default=2, help="instances per target")

@@ -21,6 +21,7 @@ from backend.accel import (
     direct_transport,
     idle_memory,
     idle_memory_hypercorn,
+    lean_rooms,
     lean_websocket,
     quiet_gc,
 )
@@ -36,6 +37,7 @@ CUTS: tuple[Cut, ...] = (
     idle_memory_hypercorn.CUT,
     lean_websocket.CUT,
     direct_transport.CUT,
+    lean_rooms.CUT,
 )
 """In dependency order: a cut comes after those it ``needs``."""
 

@@ -19,6 +19,8 @@ import engineio
 import socketio
 from engineio.async_socket import AsyncSocket
 
+from backend.accel import lean_rooms
+
 
 class SocketTable(dict[str, Any]):
     """engine.io's ``sockets``: each socket registered becomes an instance of ``socket_class``."""
@@ -59,12 +61,15 @@ class ChatServer(socketio.AsyncServer):
     """python-socketio's server, with the engine.io server class it is given, and a
     packet class of its own: python-socketio sets ``json=`` on its packet class, which
     would otherwise put fleetchat's JSON module under every Socket.IO client and server
-    in the process (a test's client, for one)."""
+    in the process (a test's client, for one). With the cut ``lean_rooms`` applied, its
+    manager keeps rooms as plain dicts (``backend.accel.lean_rooms``)."""
 
     def __init__(self, *args: Any, engineio_server: type[engineio.AsyncServer] = engineio.AsyncServer, **kwargs: Any):
         self._fleet_engineio = engineio_server
         kwargs.setdefault("serializer", type("ChatPacket", (socketio.packet.Packet,), {}))
         super().__init__(*args, **kwargs)
+        if lean_rooms.CUT.applied:
+            lean_rooms.attach(self.manager)
 
     def _engineio_server_class(self) -> type[engineio.AsyncServer]:
         return self._fleet_engineio

@@ -60,6 +60,10 @@ def test_driver_end_to_end(tmp_path):
             assert res["deliveries"] == res["expected_deliveries"]
             for key in ("deliveries_per_s", "p50_ms", "p99_ms"):
                 assert res[key] is not None, key
+            # what the sending phase cost the servers (counts, not timings)
+            assert res["server_cpu_s"] >= 0 and res["server_us_per_delivery"] is not None
+            if run["target"].startswith("fleetchat"):
+                assert res["redis_commands_per_send"].get("evalsha", 0) >= 1, res["redis_commands_per_send"]
     for target in report["targets"]:
         for scenario in ("fanout", "saturation", "idle"):
             assert report["summary"][target][scenario]["runs"] == 1

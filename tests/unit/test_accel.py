@@ -25,6 +25,7 @@ from backend.accel import (
     direct_transport,
     idle_memory,
     idle_memory_hypercorn,
+    lean_rooms,
     lean_websocket,
     quiet_gc,
 )
@@ -102,6 +103,52 @@ def test_direct_transport_records_the_transport_outermost(eio: Any) -> None:
     assert eio.socket_class.__mro__[1] is direct_transport.SocketMixin
     sock = eio.socket_class(eio, "sid-2")
     assert direct_transport.transport_of(sock) is None  # not a websocket yet: engine.io's queue
+
+
+async def test_lean_rooms_keeps_rooms_as_plain_dicts_and_none_as_a_bidict(tmp_path: Path) -> None:
+    from bidict import bidict
+
+    asgi, _, _ = create_app(Settings(db_path=str(tmp_path / "chat.db")))
+    manager = asgi.engineio_server.manager
+    assert isinstance(manager.rooms, lean_rooms.RoomTable)  # fleetchat's manager's table, no method replaced
+    assert "basic_enter_room" not in vars(manager)
+    sid = await manager.connect("eio-1", "/")
+    await manager.enter_room(sid, "/", "general")
+    rooms = manager.rooms["/"]
+    assert type(rooms[None]) is bidict
+    assert type(rooms[sid]) is lean_rooms.Room and type(rooms["general"]) is lean_rooms.Room
+    # what python-socketio reads of them still answers
+    assert list(manager.get_participants("/", "general")) == [(sid, "eio-1")]
+    assert list(manager.get_participants("/", ["general", sid])) == [(sid, "eio-1")]
+    assert manager.sid_from_eio_sid("eio-1", "/") == sid and manager.get_rooms(sid, "/") == [sid, "general"]
+    with pytest.raises(ValueError, match="sid room"):
+        manager.basic_enter_room("other", "/", sid)
+    manager.basic_disconnect(sid, "/")
+    assert "/" not in manager.rooms
+
+
+def test_lean_rooms_off_leaves_the_managers_rooms_as_bidicts(tmp_path: Path) -> None:
+    asgi, _, _ = create_app(Settings(db_path=str(tmp_path / "chat.db"), accel="off"))
+    assert type(asgi.engineio_server.manager.rooms) is dict
+
+
+async def test_lean_rooms_keeps_a_manager_subclasss_own_enter_room() -> None:
+    import socketio
+
+    entered: list[Any] = []
+
+    class Tracking(socketio.AsyncManager):
+        def basic_enter_room(self, sid, namespace, room, eio_sid=None):  # type: ignore[no-untyped-def]
+            entered.append(room)
+            super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+
+    accel.configure()
+    server = accel.ChatServer(async_mode="asgi", client_manager=Tracking())
+    manager = server.manager
+    sid = await manager.connect("eio-2", "/")
+    await manager.enter_room(sid, "/", "general")
+    assert entered == [None, sid, "general"]
+    assert type(manager.rooms["/"]["general"]) is lean_rooms.Room
 
 
 def test_quiet_gc_raises_the_young_threshold_once_serving(eio: Any) -> None:
