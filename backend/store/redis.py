@@ -406,7 +406,7 @@ def connect(url: str) -> aioredis.Redis:
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
         health_check_interval=10,
     )
-    return aioredis.Redis(connection_pool=pool)
+    return aioredis.Redis.from_pool(pool)  # owns the pool: closing the client closes its connections
 
 
 class RedisStore(MessageStore):
