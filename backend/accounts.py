@@ -260,7 +260,9 @@ class RedisAccounts(AccountStore):
         self.redis: aioredis.Redis | None = None
 
     async def open(self) -> None:
-        self.redis = aioredis.from_url(self._url, socket_timeout=5, socket_connect_timeout=5)
+        self.redis = aioredis.from_url(
+            self._url, socket_timeout=5, socket_connect_timeout=5, protocol=2, max_connections=10_000
+        )
 
     async def close(self) -> None:
         if self.redis is not None:

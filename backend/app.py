@@ -37,8 +37,15 @@ from backend.store.redis import RedisStore, ensure_mention_group
 
 log = logging.getLogger("fleetchat")
 
-# No socket_timeout: the pub/sub connection legitimately sits idle between messages.
-REDIS_MANAGER_OPTIONS = {"socket_connect_timeout": 1.0, "health_check_interval": 10}
+# socket_timeout=None: the pub/sub connection legitimately sits idle between messages, and
+# redis-py 8 defaults to 5 s (a listener that times out resubscribes and loses the gap).
+# protocol=2: the replies redis-py 7 gave (redis-py 8 speaks RESP3 unless told).
+REDIS_MANAGER_OPTIONS = {
+    "socket_connect_timeout": 1.0,
+    "socket_timeout": None,
+    "health_check_interval": 10,
+    "protocol": 2,
+}
 
 
 def create_app(settings: Settings | None = None) -> tuple[Any, Quart, Chat]:

@@ -67,8 +67,11 @@ def lag_gauge(registry: CollectorRegistry | None = None) -> Gauge:
 
 
 def blocking_client(url: str) -> aioredis.Redis:
-    """A client for the archiver: no socket timeout, since XREADGROUP blocks."""
-    return aioredis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=None, socket_keepalive=True)
+    """A client for the archiver: no socket timeout, since XREADGROUP blocks (redis-py 8's
+    default is 5 s); RESP2 replies, as redis-py 7 gave them."""
+    return aioredis.Redis.from_url(
+        url, socket_connect_timeout=1.0, socket_timeout=None, socket_keepalive=True, protocol=2
+    )
 
 
 async def ensure_archive_group(redis: aioredis.Redis) -> None:

@@ -387,6 +387,10 @@ def _envelope(event: str, room: str, host_id: str) -> tuple[bytes, bytes]:
     return orjson.dumps(envelope)[:-1] + b',"data":[', b"]}"
 
 
+MAX_CONNECTIONS = 10_000
+"""Redis's own default ``maxclients``: in effect no client-side cap, as with redis-py 7."""
+
+
 def connect(url: str) -> aioredis.Redis:
     """A client that fails fast (the caller answers ``unavailable``) instead of
     hanging past the client's ack timeout while Redis is down."""
@@ -396,6 +400,10 @@ def connect(url: str) -> aioredis.Redis:
         socket_timeout=2.0,
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
         health_check_interval=10,
+        protocol=2,  # the scripts' replies as redis-py 7 read them (8 defaults to RESP3)
+        # redis-py 8 caps a pool at 100 and refuses the 101st concurrent command ("Too many
+        # connections"); 7 had no cap. Concurrency is bounded by the connection limits instead.
+        max_connections=MAX_CONNECTIONS,
     )
 
 
