@@ -25,11 +25,12 @@ import time
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Gauge
 from redis.exceptions import ResponseError
 
+from backend import redis_client
 from backend.db.archive import Archive
+from backend.redis_client import AnyRedis
 
 log = logging.getLogger("fleetchat.archiver")
 
@@ -66,15 +67,21 @@ def lag_gauge(registry: CollectorRegistry | None = None) -> Gauge:
     )
 
 
-def blocking_client(url: str) -> aioredis.Redis:
-    """A client for the archiver: no socket timeout, since XREADGROUP blocks (redis-py 8's
-    default is 5 s); RESP2 replies, as redis-py 7 gave them."""
-    return aioredis.Redis.from_url(
-        url, socket_connect_timeout=1.0, socket_timeout=None, socket_keepalive=True, protocol=2
-    )
+BLOCKING = {"socket_connect_timeout": 1.0, "socket_timeout": None, "socket_keepalive": True}
+"""No socket timeout, since XREADGROUP blocks (redis-py 8's default is 5 s)."""
 
 
-async def ensure_archive_group(redis: aioredis.Redis) -> None:
+def blocking_client(url: str, cluster: bool = False) -> AnyRedis:
+    """A client for the archiver (``backend.redis_client``'s options under ``BLOCKING``)."""
+    return redis_client.make_client(url, cluster, **BLOCKING)
+
+
+async def connect_blocking(url: str) -> AnyRedis:
+    """``blocking_client`` of the kind ``url`` turns out to be (standalone or cluster)."""
+    return redis_client.make_client(url, await redis_client.is_cluster(url), **BLOCKING)
+
+
+async def ensure_archive_group(redis: AnyRedis) -> None:
     """Create the group at id 0 if missing, so nothing appended before the
     first archiver ever started is skipped."""
     try:
@@ -104,7 +111,7 @@ def _event(fields: dict[bytes, bytes]) -> dict[str, Any] | None:
 class Archiver:
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: AnyRedis,
         archive: Archive,
         stop: asyncio.Event,
         consumer: str,
@@ -214,7 +221,7 @@ class Archiver:
                 self.lag.set(lag)
 
 
-async def _group_info(redis: aioredis.Redis) -> tuple[int, int, Any] | None:
+async def _group_info(redis: AnyRedis) -> tuple[int, int, Any] | None:
     """``(entries not acknowledged, of which pending, last delivered id)`` of the group."""
     groups = await redis.xinfo_groups(ARCHIVE_KEY)
     info = next((g for g in groups if _text(g.get("name")) == ARCHIVE_GROUP), None)
@@ -227,7 +234,7 @@ async def _group_info(redis: aioredis.Redis) -> tuple[int, int, Any] | None:
     return int(lag) + pending, pending, info.get("last-delivered-id")
 
 
-async def archive_lag(redis: aioredis.Redis) -> int | None:
+async def archive_lag(redis: AnyRedis) -> int | None:
     """The entries of ``fc:archive`` the archiver group has not acknowledged
     (undelivered + pending), or None before any group exists. Any process
     with Redis can report it, e.g. a web instance's ``/metrics`` while no
@@ -246,7 +253,7 @@ def _text(value: Any) -> str:
 
 
 async def run_archiver(
-    redis: aioredis.Redis,
+    redis: AnyRedis,
     archive: Archive,
     stop_event: asyncio.Event,
     *,

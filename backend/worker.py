@@ -25,17 +25,17 @@ import signal
 import socket
 
 import orjson
-import redis.asyncio as aioredis
 import socketio
 from prometheus_client import CollectorRegistry, start_http_server
 from redis.exceptions import RedisError
 
 from backend import logs
-from backend.archiver import blocking_client, lag_gauge, run_archiver
+from backend.archiver import connect_blocking, lag_gauge, run_archiver
 from backend.config import get_settings
 from backend.db.archive import Archive
 from backend.jsonio import OrjsonModule
 from backend.mentions import targets
+from backend.redis_client import BASE_OPTIONS, AnyRedis, plain_url
 from backend.store.redis import MENTION_GROUP, MENTIONS_KEY, PRIVATE_KEY, connect, ensure_mention_group
 
 log = logging.getLogger("fleetchat.worker")
@@ -46,16 +46,34 @@ DONE_TTL = 86_400
 
 class MentionWorker:
     def __init__(self, redis_url: str, consumer: str) -> None:
-        self.redis: aioredis.Redis = connect(redis_url)
+        self._url = redis_url
+        self._redis: AnyRedis | None = None
         self.consumer = consumer
-        self.emitter = socketio.AsyncRedisManager(redis_url, channel="fleetchat", write_only=True, json=OrjsonModule)
+        # A classic PUBLISH reaches every node's subscribers in a cluster too, so the emitter
+        # may talk to the one node the URL names (python-socketio reads a plain redis:// URL).
+        self.emitter = socketio.AsyncRedisManager(
+            plain_url(redis_url),
+            channel="fleetchat",
+            write_only=True,
+            json=OrjsonModule,
+            redis_options={"protocol": BASE_OPTIONS["protocol"]},
+        )
         self.notified = 0
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
         self._stopping.set()
 
+    @property
+    def redis(self) -> AnyRedis:
+        if self._redis is None:
+            raise RuntimeError("MentionWorker.ensure_group() connects first")
+        return self._redis
+
     async def ensure_group(self) -> None:
+        """Connect (asking the node whether it is a cluster) if not yet, then make the group."""
+        if self._redis is None:
+            self._redis = await connect(self._url)
         await ensure_mention_group(self.redis)
 
     async def handle(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
@@ -108,7 +126,8 @@ class MentionWorker:
                     await asyncio.wait_for(self._stopping.wait(), 1.0)
                 with contextlib.suppress(RedisError, OSError):
                     await self.ensure_group()
-        await self.redis.aclose()
+        if self._redis is not None:
+            await self._redis.aclose()
 
 
 async def archive_forever(
@@ -121,7 +140,7 @@ async def archive_forever(
         start_http_server(metrics_port, registry=registry)
     archive = Archive(database_url)
     await archive.open()
-    redis = blocking_client(redis_url)
+    redis = await connect_blocking(redis_url)
     try:
         archived = await run_archiver(redis, archive, stop, consumer=consumer, lag=lag)
         log.info("archiver %s stopped after %d events", consumer, archived)

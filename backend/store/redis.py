@@ -19,16 +19,16 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError, ResponseError
 from redis.retry import Retry
 
-from backend import lifecycle
+from backend import lifecycle, redis_client
 from backend.archiver import ARCHIVE_KEY, archived_key
 from backend.db.archive import Archive
 from backend.lifecycle import Change
 from backend.models import ChatError
+from backend.redis_client import AnyRedis
 from backend.store.base import (
     AppendResult,
     ChangeResult,
@@ -322,7 +322,7 @@ return #entries
 MENTION_GROUP = "notifier"
 
 
-async def ensure_mention_group(redis: aioredis.Redis) -> None:
+async def ensure_mention_group(redis: AnyRedis) -> None:
     """Create the worker's consumer group if missing. Web instances call this at
     start too, so mentions made before any worker ever ran are not skipped."""
     try:
@@ -387,24 +387,19 @@ def _envelope(event: str, room: str, host_id: str) -> tuple[bytes, bytes]:
     return orjson.dumps(envelope)[:-1] + b',"data":[', b"]}"
 
 
-MAX_CONNECTIONS = 10_000
-"""Redis's own default ``maxclients``: in effect no client-side cap, as with redis-py 7."""
+FAIL_FAST = {
+    "socket_connect_timeout": 1.0,
+    "socket_timeout": 2.0,
+    "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
+    "health_check_interval": 10,
+}
+"""Fail fast (the caller answers ``unavailable``) instead of hanging past the
+client's ack timeout while Redis is down."""
 
 
-def connect(url: str) -> aioredis.Redis:
-    """A client that fails fast (the caller answers ``unavailable``) instead of
-    hanging past the client's ack timeout while Redis is down."""
-    return aioredis.Redis.from_url(
-        url,
-        socket_connect_timeout=1.0,
-        socket_timeout=2.0,
-        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
-        health_check_interval=10,
-        protocol=2,  # the scripts' replies as redis-py 7 read them (8 defaults to RESP3)
-        # redis-py 8 caps a pool at 100 and refuses the 101st concurrent command ("Too many
-        # connections"); 7 had no cap. Concurrency is bounded by the connection limits instead.
-        max_connections=MAX_CONNECTIONS,
-    )
+async def connect(url: str) -> AnyRedis:
+    """The store's client for ``url``, standalone or cluster (``backend.redis_client``)."""
+    return await redis_client.connect(url, **FAIL_FAST)
 
 
 class RedisStore(MessageStore):
@@ -426,7 +421,7 @@ class RedisStore(MessageStore):
         self._archiving = "1" if archive is not None else "0"
         self._user_rate = ("0", "0") if user_rate is None else (repr(float(user_rate[0])), str(user_rate[1]))
         self._dedupe_ttl = dedupe_ttl
-        self.redis: aioredis.Redis | None = None
+        self.redis: AnyRedis | None = None
         self._scripts: dict[str, Any] = {}
         self._announce: tuple[str, str] = ("", "")
         self.on_epoch: Callable[[dict[str, Any]], None] | None = None
@@ -442,7 +437,10 @@ class RedisStore(MessageStore):
         self._announce = (channel, host_id)
 
     async def open(self) -> None:
-        self.redis = connect(self._url)
+        try:
+            self.redis = await connect(self._url)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
         scripts = {
             "append": _APPEND,
             "change": _CHANGE,
@@ -480,7 +478,7 @@ class RedisStore(MessageStore):
         if self.archive is not None:
             await self.archive.close()
 
-    def _r(self) -> aioredis.Redis:
+    def _r(self) -> AnyRedis:
         if self.redis is None:
             raise StoreUnavailable("store is closed")
         return self.redis
