@@ -12,6 +12,9 @@ behaviour the store relies on do not change with the library.
 
 from __future__ import annotations
 
+import functools
+import time
+from binascii import crc_hqx
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -87,5 +90,87 @@ def make_client(url: str, cluster: bool, **options: Any) -> AnyRedis:
 
 
 async def connect(url: str, **options: Any) -> AnyRedis:
-    """``make_client`` after asking ``url`` which kind it is (``is_cluster``)."""
-    return make_client(url, await is_cluster(url), **options)
+    """``make_client`` after asking ``url`` which kind it is (``is_cluster``), ready to use."""
+    return await ready(make_client(url, await is_cluster(url), **options))
+
+
+async def ready(client: AnyRedis) -> AnyRedis:
+    """A cluster client that has read the slot map. redis-py 8.1's async cluster client
+    loads it on first use, and commands sent concurrently while it does can find their
+    connection closed under them (``'NoneType' object has no attribute 'writelines'``):
+    loading it once, before any command, avoids that race."""
+    if isinstance(client, RedisCluster):
+        await client.initialize()
+    return client
+
+
+SLOTS = 16384
+"""Redis Cluster's hash slots."""
+
+
+def slot_of(key: str) -> int:
+    """The hash slot of ``key`` (its ``{tag}`` if it has one), as Redis Cluster computes it."""
+    raw = key.encode()
+    start = raw.find(b"{")
+    if start > -1:
+        end = raw.find(b"}", start + 1)
+        if end > start + 1:
+            raw = raw[start + 1 : end]
+    return crc_hqx(raw, 0) % SLOTS
+
+
+@functools.cache
+def slot_tags() -> tuple[str, ...]:
+    """For each hash slot, a short tag (``p<n>``) that hashes to it: ``"{" + tag + "}"``
+    puts a key in a chosen slot, so a per-slot partition key can share a room's slot
+    (and a script can write both atomically). Computed once (about 150,000 CRC16s)."""
+    tags: list[str | None] = [None] * SLOTS
+    left, n = SLOTS, 0
+    while left:
+        slot = crc_hqx(b"p%d" % n, 0) % SLOTS
+        if tags[slot] is None:
+            tags[slot] = f"p{n}"
+            left -= 1
+        n += 1
+    return tuple(t for t in tags if t is not None)
+
+
+def partition_key(name: str, key: str) -> str:
+    """``fc:{<tag of key's slot>}:<name>``: the per-slot partition ``name`` that ``key`` writes to."""
+    return "fc:{" + slot_tags()[slot_of(key)] + "}:" + name
+
+
+def all_partition_keys(name: str) -> list[str]:
+    """Every slot's partition ``name``: what a consumer of all of them scans."""
+    return ["fc:{" + tag + "}:" + name for tag in slot_tags()]
+
+
+class Partitions:
+    """The per-slot partitions ``name`` (streams) that exist, found by asking for all of
+    them (one pipelined EXISTS per slot, about 16,000 commands) at most every ``every``
+    seconds. A partition never goes away once written (trimming leaves the key), so what
+    was found stays found; a new one is seen within ``every`` seconds. On a standalone
+    Redis there is one stream, ``single``, and nothing to find."""
+
+    def __init__(self, name: str, single: str, every: float = 5.0) -> None:
+        self.name = name
+        self.single = single
+        self.every = every
+        self._known: list[str] = []
+        self._scanned = -1e9
+
+    async def streams(self, redis: AnyRedis, fresh: bool = False) -> list[str]:
+        """The streams to read: ``[single]``, or every partition found so far (rescanned if due)."""
+        if not isinstance(redis, RedisCluster):
+            return [self.single]
+        now = time.monotonic()
+        if fresh or now - self._scanned >= self.every:
+            keys = all_partition_keys(self.name)
+            async with redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.exists(key)
+                found = await pipe.execute()
+            known = set(self._known)
+            self._known += [k for k, there in zip(keys, found, strict=True) if there and k not in known]
+            self._scanned = now
+        return list(self._known)
