@@ -6,15 +6,15 @@ ENV := source scripts/env.sh &&
 .PHONY: run test setup lint bench fleet clean
 
 run: ## set up, then run the chat (backend + Reflex UI, embedded mode, no Redis)
-	@scripts/bootstrap.sh python node
+	@scripts/bootstrap.sh python ui node
 	@$(ENV) scripts/run.sh
 
 test: ## set up, then run the whole test suite
-	@scripts/bootstrap.sh python node apt:redis-server apt:postgresql apt:chromium apt:nginx
+	@scripts/bootstrap.sh python ui node apt:redis-server apt:postgresql apt:chromium apt:nginx
 	@$(ENV) scripts/test.sh
 
 setup: ## install everything without running anything
-	@scripts/bootstrap.sh python node apt:redis-server apt:postgresql apt:chromium apt:nginx
+	@scripts/bootstrap.sh python ui node apt:redis-server apt:postgresql apt:chromium apt:nginx
 
 lint:
 	@$(ENV) ruff check . && ruff format --check .

@@ -32,11 +32,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from backend import redis_client
 from backend.config import Settings, get_settings
 from backend.models import ChatError
+from backend.redis_client import AnyRedis
 from backend.store.base import StoreUnavailable
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,31}$")
@@ -257,10 +258,13 @@ class RedisAccounts(AccountStore):
 
     def __init__(self, url: str) -> None:
         self._url = url
-        self.redis: aioredis.Redis | None = None
+        self.redis: AnyRedis | None = None
 
     async def open(self) -> None:
-        self.redis = aioredis.from_url(self._url, socket_timeout=5, socket_connect_timeout=5)
+        try:
+            self.redis = await redis_client.connect(self._url, socket_timeout=5, socket_connect_timeout=5)
+        except RedisError as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
 
     async def close(self) -> None:
         if self.redis is not None:
@@ -273,7 +277,7 @@ class RedisAccounts(AccountStore):
             raise StoreUnavailable(f"redis: {exc}") from exc
 
     @property
-    def _r(self) -> aioredis.Redis:
+    def _r(self) -> AnyRedis:
         assert self.redis is not None
         return self.redis
 

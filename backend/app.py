@@ -38,10 +38,15 @@ from backend.store.redis import RedisStore, ensure_mention_group
 
 log = logging.getLogger("fleetchat")
 
-# No socket_timeout (said explicitly: newer redis-py clients default to one): the
-# pub/sub connection legitimately sits idle between messages, and a listener that
-# times out resubscribes and loses what was published meanwhile.
-REDIS_MANAGER_OPTIONS = {"socket_connect_timeout": 1.0, "socket_timeout": None, "health_check_interval": 10}
+# socket_timeout=None: the pub/sub connection legitimately sits idle between messages, and
+# redis-py 8 defaults to 5 s (a listener that times out resubscribes and loses the gap).
+# protocol=2: the replies redis-py 7 gave (redis-py 8 speaks RESP3 unless told).
+REDIS_MANAGER_OPTIONS = {
+    "socket_connect_timeout": 1.0,
+    "socket_timeout": None,
+    "health_check_interval": 10,
+    "protocol": 2,
+}
 
 
 def create_app(settings: Settings | None = None) -> tuple[Any, Quart, Chat]:

@@ -13,6 +13,11 @@ has acknowledged: an archiver that is down costs Redis memory, never data,
 and ``fleetchat_archive_lag`` says how far behind it is. A restarted archiver
 first finishes its own pending entries; entries pending on a consumer that
 died for good are claimed after ``CLAIM_IDLE_MS``.
+
+Over a Redis Cluster the stream is partitioned by hash slot
+(``fc:{<slot tag>}:archive``, written by the scripts in the room's or the
+user's slot); the archiver finds the partitions, gives each the group, and
+keeps every guarantee above per partition (README, "Redis Cluster").
 """
 
 from __future__ import annotations
@@ -25,11 +30,12 @@ import time
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Gauge
 from redis.exceptions import ResponseError
 
+from backend import redis_client
 from backend.db.archive import Archive
+from backend.redis_client import AnyRedis, RedisCluster
 
 log = logging.getLogger("fleetchat.archiver")
 
@@ -40,6 +46,8 @@ BLOCK_MS = 1000
 CLAIM_IDLE_MS = 30_000
 HOUSEKEEPING_SECONDS = 1.0
 """How often the lag is measured, abandoned entries claimed and the stream trimmed."""
+POLL_SECONDS = 0.1
+"""Over a cluster: how long an idle archiver waits between two reads of every partition."""
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 
@@ -66,16 +74,28 @@ def lag_gauge(registry: CollectorRegistry | None = None) -> Gauge:
     )
 
 
-def blocking_client(url: str) -> aioredis.Redis:
-    """A client for the archiver: no socket timeout, since XREADGROUP blocks."""
-    return aioredis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=None, socket_keepalive=True)
+BLOCKING = {"socket_connect_timeout": 1.0, "socket_timeout": None, "socket_keepalive": True}
+"""No socket timeout, since XREADGROUP blocks (redis-py 8's default is 5 s)."""
 
 
-async def ensure_archive_group(redis: aioredis.Redis) -> None:
+def blocking_client(url: str, cluster: bool = False) -> AnyRedis:
+    """A client for the archiver (``backend.redis_client``'s options under ``BLOCKING``)."""
+    return redis_client.make_client(url, cluster, **BLOCKING)
+
+
+async def connect_blocking(url: str) -> AnyRedis:
+    """``blocking_client`` of the kind ``url`` turns out to be (standalone or cluster)."""
+    return await redis_client.ready(redis_client.make_client(url, await redis_client.is_cluster(url), **BLOCKING))
+
+
+async def ensure_archive_group(redis: AnyRedis, stream: str = ARCHIVE_KEY) -> None:
     """Create the group at id 0 if missing, so nothing appended before the
-    first archiver ever started is skipped."""
+    first archiver ever started is skipped. Over a cluster each partition stream
+    has its group; the archiver makes it when it finds the partition."""
+    if isinstance(redis, RedisCluster) and stream == ARCHIVE_KEY:
+        return
     try:
-        await redis.xgroup_create(ARCHIVE_KEY, ARCHIVE_GROUP, id="0", mkstream=True)
+        await redis.xgroup_create(stream, ARCHIVE_GROUP, id="0", mkstream=True)
     except ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
@@ -99,9 +119,15 @@ def _event(fields: dict[bytes, bytes]) -> dict[str, Any] | None:
 
 
 class Archiver:
+    """One consumer of the archive group. On a standalone Redis it reads ``fc:archive``
+    (XREADGROUP blocks up to a second); over a cluster every partition stream
+    ``fc:{<slot tag>}:archive`` (the append writes the one of the room's slot), found by
+    ``Partitions`` and read in one pipelined round, without blocking, every
+    ``POLL_SECONDS`` while they are idle."""
+
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: AnyRedis,
         archive: Archive,
         stop: asyncio.Event,
         consumer: str,
@@ -117,27 +143,42 @@ class Archiver:
         self.batch = batch
         self.claim_idle_ms = claim_idle_ms
         self.archived = 0
+        self.cluster = isinstance(redis, RedisCluster)
+        self.partitions = redis_client.Partitions("archive", ARCHIVE_KEY)
+        self.streams: list[str] = []
+        self._grouped: set[str] = set()
         self._publish = redis.register_script(_SET_IF_GREATER)
+
+    async def _find_streams(self, fresh: bool = False) -> None:
+        """The streams to read, each with its group (made at id 0 when first found)."""
+        self.streams = await self.partitions.streams(self.redis, fresh)
+        for stream in self.streams:
+            if stream not in self._grouped:
+                await ensure_archive_group(self.redis, stream)
+                self._grouped.add(stream)
 
     async def run(self) -> None:
         recovering = True
         last_housekeeping = 0.0
         # the next batch is read from Redis while this one is written to the database
-        ahead: asyncio.Task[list[Entry]] | None = None
+        ahead: asyncio.Task[list[tuple[str, Entry]]] | None = None
         try:
             while not self.stop.is_set():
                 try:
                     if recovering:
-                        await ensure_archive_group(self.redis)
+                        self._grouped.clear()
+                        await self._find_streams(fresh=True)
                         while entries := await self._fetch("0"):  # what this consumer read before a restart
                             await self._handle(entries)
                         await self._claim_abandoned()
                         recovering = False
-                        log.info("archiver %s consuming %s", self.consumer, ARCHIVE_KEY)
+                        log.info("archiver %s consuming %d stream(s)", self.consumer, len(self.streams))
                     entries = await (ahead or self._fetch(">", BLOCK_MS))
                     ahead = asyncio.create_task(self._fetch(">", BLOCK_MS)) if entries else None
                     await self._handle(entries)
                     if time.monotonic() - last_housekeeping >= HOUSEKEEPING_SECONDS:
+                        if ahead is None:  # not while a read is in flight: it iterates the streams
+                            await self._find_streams()
                         await self._claim_abandoned()
                         await self._housekeeping()
                         last_housekeeping = time.monotonic()
@@ -157,85 +198,119 @@ class Archiver:
             if ahead is not None:
                 ahead.cancel()
 
-    async def _fetch(self, start: str, block: int | None = None) -> list[Entry]:
-        reply = await self.redis.xreadgroup(
-            ARCHIVE_GROUP, self.consumer, {ARCHIVE_KEY: start}, count=self.batch, block=block
-        )
-        return [entry for _stream, found in reply or [] for entry in found]
+    async def _fetch(self, start: str, block: int | None = None) -> list[tuple[str, Entry]]:
+        if not self.cluster:
+            reply = await self.redis.xreadgroup(
+                ARCHIVE_GROUP, self.consumer, {ARCHIVE_KEY: start}, count=self.batch, block=block
+            )
+            return [(ARCHIVE_KEY, entry) for _stream, found in reply or [] for entry in found]
+        streams = list(self.streams)
+        if streams:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for stream in streams:
+                    pipe.xreadgroup(ARCHIVE_GROUP, self.consumer, {stream: start}, count=self.batch)
+                replies = await pipe.execute()
+            entries = [(stream, e) for stream, r in zip(streams, replies, strict=True) for _s, f in r or [] for e in f]
+            if entries or block is None:
+                return entries
+        elif block is None:
+            return []
+        # idle: wait a little, as a blocking read would (no XREADGROUP blocks across slots)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), POLL_SECONDS)
+        return []
 
     async def _claim_abandoned(self) -> None:
-        start = "0-0"
-        while True:
-            start, entries, *_ = await self.redis.xautoclaim(
-                ARCHIVE_KEY, ARCHIVE_GROUP, self.consumer, self.claim_idle_ms, start_id=start, count=self.batch
-            )
-            await self._handle(entries)
-            if not entries or start in (b"0-0", "0-0"):
-                return
+        for stream in list(self.streams):
+            start = "0-0"
+            while True:
+                start, entries, *_ = await self.redis.xautoclaim(
+                    stream, ARCHIVE_GROUP, self.consumer, self.claim_idle_ms, start_id=start, count=self.batch
+                )
+                await self._handle([(stream, entry) for entry in entries])
+                if not entries or start in (b"0-0", "0-0"):
+                    break
 
-    async def _handle(self, entries: list[Entry]) -> None:
+    async def _handle(self, entries: list[tuple[str, Entry]]) -> None:
         """Archive, then acknowledge, then publish the rooms' archived seqs."""
         if not entries:
             return
         events = []
-        for entry_id, fields in entries:
+        done: dict[str, list[bytes]] = {}
+        for stream, (entry_id, fields) in entries:
+            done.setdefault(stream, []).append(entry_id)
             event = _event(fields) if fields else None  # empty: trimmed away while pending
             if event is not None:
                 events.append(event)
             elif fields:
                 log.error("archiver: dropping malformed entry %s: %r", entry_id, fields)
         archived = await self.archive.write(events)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xack(ARCHIVE_KEY, ARCHIVE_GROUP, *[entry_id for entry_id, _ in entries])
-            for room, seq in archived.items():
-                await self._publish(keys=[archived_key(room)], args=[seq], client=pipe)
-            await pipe.execute()
+        if self.cluster:  # the marks live in their rooms' slots: one script call each
+            for stream, ids in done.items():
+                await self.redis.xack(stream, ARCHIVE_GROUP, *ids)
+            await asyncio.gather(*(self._publish(keys=[archived_key(r)], args=[s]) for r, s in archived.items()))
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xack(ARCHIVE_KEY, ARCHIVE_GROUP, *done[ARCHIVE_KEY])
+                for room, seq in archived.items():
+                    await self._publish(keys=[archived_key(room)], args=[seq], client=pipe)
+                await pipe.execute()
         self.archived += len(events)
 
     async def _housekeeping(self) -> None:
         """Measure the lag and trim what the whole group has acknowledged."""
-        info = await _group_info(self.redis)
-        if info is None:
-            return
-        lag, pending, last_delivered = info
+        total = 0
+        for stream in list(self.streams):
+            info = await _group_info(self.redis, stream)
+            if info is None:
+                continue
+            lag, pending, last_delivered = info
+            total += lag
+            oldest = (await self.redis.xpending(stream, ARCHIVE_GROUP)).get("min") if pending else last_delivered
+            if oldest and _text(oldest) != "0-0":
+                await self.redis.xtrim(stream, minid=_text(oldest), approximate=False)
         if self.lag is not None:
-            self.lag.set(lag)
-        oldest = (await self.redis.xpending(ARCHIVE_KEY, ARCHIVE_GROUP)).get("min") if pending else last_delivered
-        if oldest and _text(oldest) != "0-0":
-            await self.redis.xtrim(ARCHIVE_KEY, minid=_text(oldest), approximate=False)
+            self.lag.set(total)
 
     async def _measure_lag(self) -> None:
         """While the database is down the lag still has to show on /metrics."""
         with contextlib.suppress(Exception):
-            if self.lag is not None and (lag := await archive_lag(self.redis)) is not None:
+            if self.lag is not None and (lag := await archive_lag(self.redis, self.partitions)) is not None:
                 self.lag.set(lag)
 
 
-async def _group_info(redis: aioredis.Redis) -> tuple[int, int, Any] | None:
+async def _group_info(redis: AnyRedis, stream: str = ARCHIVE_KEY) -> tuple[int, int, Any] | None:
     """``(entries not acknowledged, of which pending, last delivered id)`` of the group."""
-    groups = await redis.xinfo_groups(ARCHIVE_KEY)
+    groups = await redis.xinfo_groups(stream)
     info = next((g for g in groups if _text(g.get("name")) == ARCHIVE_GROUP), None)
     if info is None:
         return None
     pending = int(info.get("pending") or 0)
     lag = info.get("lag")
     if lag is None:  # Redis cannot tell (entries deleted): count what is left
-        lag = max(0, await redis.xlen(ARCHIVE_KEY) - pending)
+        lag = max(0, await redis.xlen(stream) - pending)
     return int(lag) + pending, pending, info.get("last-delivered-id")
 
 
-async def archive_lag(redis: aioredis.Redis) -> int | None:
-    """The entries of ``fc:archive`` the archiver group has not acknowledged
-    (undelivered + pending), or None before any group exists. Any process
-    with Redis can report it, e.g. a web instance's ``/metrics`` while no
-    archiver runs at all."""
-    try:
-        info = await _group_info(redis)
-    except ResponseError as exc:  # no stream yet
-        if "no such key" in str(exc).lower():
-            return None
-        raise
-    return None if info is None else info[0]
+_lag_partitions = redis_client.Partitions("archive", ARCHIVE_KEY, every=30.0)
+
+
+async def archive_lag(redis: AnyRedis, partitions: redis_client.Partitions | None = None) -> int | None:
+    """The entries of ``fc:archive`` (over a cluster: of every archive partition) the
+    archiver group has not acknowledged (undelivered + pending), or None before any
+    group exists. Any process with Redis can report it, e.g. a web instance's
+    ``/metrics`` while no archiver runs at all."""
+    total: int | None = None
+    for stream in await (partitions or _lag_partitions).streams(redis):
+        try:
+            info = await _group_info(redis, stream)
+        except ResponseError as exc:  # no stream yet
+            if "no such key" in str(exc).lower():
+                continue
+            raise
+        if info is not None:
+            total = (total or 0) + info[0]
+    return total
 
 
 def _text(value: Any) -> str:
@@ -243,7 +318,7 @@ def _text(value: Any) -> str:
 
 
 async def run_archiver(
-    redis: aioredis.Redis,
+    redis: AnyRedis,
     archive: Archive,
     stop_event: asyncio.Event,
     *,

@@ -14,9 +14,9 @@ import time
 from collections import defaultdict
 
 import orjson
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from backend.redis_client import AnyRedis, RedisCluster
 from backend.store.base import StoreUnavailable
 
 User = dict[str, str]
@@ -88,10 +88,13 @@ class RedisPresence(Presence):
 
     INSTANCES = "fc:instances"
 
-    def __init__(self, redis: aioredis.Redis, instance_id: str, ttl: float) -> None:
+    def __init__(self, redis: AnyRedis, instance_id: str, ttl: float) -> None:
         self._r = redis
         self._inst = instance_id
         self._ttl = ttl
+        self._cluster = isinstance(redis, RedisCluster)
+        """Over a cluster the room's hash and the instance's set are in two slots: no
+        MULTI spans them, so they are written in the order a crash leaves harmless."""
 
     @staticmethod
     def _key(room: str) -> str:
@@ -110,6 +113,11 @@ class RedisPresence(Presence):
     async def add(self, room: str, sid: str, user: User) -> bool:
         before = await self._users(room)
         entry = orjson.dumps({"user": user, "inst": self._inst})
+        if self._cluster:
+            # the instance's set first: after a crash in between the reaper finds no entry
+            await self._call(self._r.sadd("fc:inst:" + self._inst, room + "\0" + sid))
+            await self._call(self._r.hset(self._key(room), sid, entry))
+            return all(u["id"] != user["id"] for u in before)
         async with self._r.pipeline(transaction=True) as pipe:
             pipe.hset(self._key(room), sid, entry)
             pipe.sadd("fc:inst:" + self._inst, room + "\0" + sid)
@@ -117,10 +125,14 @@ class RedisPresence(Presence):
         return all(u["id"] != user["id"] for u in before)
 
     async def remove(self, room: str, sid: str, user: User) -> bool:
-        async with self._r.pipeline(transaction=True) as pipe:
-            pipe.hdel(self._key(room), sid)
-            pipe.srem("fc:inst:" + self._inst, room + "\0" + sid)
-            removed, _ = await self._call(pipe.execute())
+        if self._cluster:  # the entry first: a crash in between leaves the reaper a no-op
+            removed = await self._call(self._r.hdel(self._key(room), sid))
+            await self._call(self._r.srem("fc:inst:" + self._inst, room + "\0" + sid))
+        else:
+            async with self._r.pipeline(transaction=True) as pipe:
+                pipe.hdel(self._key(room), sid)
+                pipe.srem("fc:inst:" + self._inst, room + "\0" + sid)
+                removed, _ = await self._call(pipe.execute())
         if not removed:
             return False
         return all(u["id"] != user["id"] for u in await self._users(room))

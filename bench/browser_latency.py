@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.run import host_info, py_version
+from deploy.ui_venv import ui_package_version
 from tests.e2e.conftest import CHROMIUM_FLAGS, ChatBackend, ReflexApp, free_port, run_async
 from tests.e2e.test_chat import post_as
 
@@ -110,7 +111,7 @@ def machine_info(chromium: str) -> dict[str, Any]:
     return {
         **host_info(),
         "chromium": browser,
-        "reflex": py_version("reflex"),
+        "reflex": ui_package_version("reflex"),
         "python_socketio": py_version("python-socketio"),
         "hypercorn": py_version("hypercorn"),
         "playwright": py_version("playwright"),

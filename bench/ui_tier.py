@@ -84,6 +84,7 @@ import aiohttp
 
 from bench.run import free_port, host_info, process_tree, py_version, raise_nofile, rss_kb
 from deploy.fleet import UI_FILES, copy_app
+from deploy.ui_venv import ui_env, ui_package_version, ui_python
 from tests.e2e.conftest import ChatBackend, ReflexApp
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -142,7 +143,8 @@ def page_facts(ui_root: Path) -> PageFacts:
     hashes = json.loads(re.search(r"initialStateHashes = (\[[^\]]*\])", text).group(1))
     schema = re.search(r'stateSchema = "([^"]+)"', text).group(1)
     chat = re.search(r'"([a-z_.]+frontend___state____chat_state)"', text)
-    return PageFacts(py_version("reflex") or "", hydrate, on_load, hashes, schema, chat.group(1) if chat else None)
+    version = ui_package_version("reflex") or ""
+    return PageFacts(version, hydrate, on_load, hashes, schema, chat.group(1) if chat else None)
 
 
 def export_old_design(dest: Path) -> Path:
@@ -1206,8 +1208,8 @@ def build_static(scratch: Path, source: Path = ROOT) -> Path:
     from tests.e2e.conftest import tools_env
 
     app = copy_app(scratch / "ui-build", source)
-    env = {**tools_env(), "CHAT_BACKEND_URL": "/"}
-    argv = [sys.executable, "-m", "reflex", "export", "--frontend-only", "--no-zip"]
+    env = ui_env({**tools_env(), "CHAT_BACKEND_URL": "/"})
+    argv = [ui_python(), "-m", "reflex", "export", "--frontend-only", "--no-zip"]
     with open(scratch / "ui-build.log", "wb") as out:
         code = subprocess.run(argv, cwd=app, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=900).returncode
     build = app / ".web" / "build" / "client"
@@ -1220,8 +1222,8 @@ def start_static_ui(build: Path, port: int, log_path: Path) -> subprocess.Popen:
     """One UI process as `make fleet` runs it: `hypercorn frontend.serve:app` serving the build."""
     from tests.e2e.conftest import http_get, tools_env, wait_until
 
-    env = {**tools_env(), "CHAT_UI_BUILD": str(build)}
-    argv = [sys.executable, "-m", "hypercorn", "frontend.serve:app", "--bind", f"{HOST}:{port}"]
+    env = ui_env({**tools_env(), "CHAT_UI_BUILD": str(build)})
+    argv = [ui_python(), "-m", "hypercorn", "frontend.serve:app", "--bind", f"{HOST}:{port}"]
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(
             argv, cwd=build.parents[2], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -1465,7 +1467,7 @@ def write_page_loads(result: dict, args: argparse.Namespace, started: dt.datetim
     report = {
         "scenario": "ui_tier_page_loads",
         "date": started.strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": {**host_info(), "hypercorn": py_version("hypercorn"), "starlette": py_version("starlette")},
+        "machine": {**host_info(), "hypercorn": py_version("hypercorn"), "starlette": ui_package_version("starlette")},
         "background_cpu": background,
         "params": {"page_seconds": args.page_seconds, "workers": args.workers, "page_browsers": args.page_browsers},
         "page_loads": result,
@@ -1587,7 +1589,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": started.strftime("%Y-%m-%d %H:%M UTC"),
         "machine": {
             **host_info(),
-            "reflex": py_version("reflex"),
+            "reflex": ui_package_version("reflex"),
             "aiohttp": py_version("aiohttp"),
             "python_socketio": py_version("python-socketio"),
             "hypercorn": py_version("hypercorn"),

@@ -45,6 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deploy.ui_venv import ui_env, ui_python
+
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = Path(__file__).resolve().parent / "nginx.conf.template"
 HYPERCORN_CONFIG = Path(__file__).resolve().parent / "hypercorn.toml"
@@ -429,9 +431,9 @@ class Fleet:
         shutil.rmtree(app, ignore_errors=True)
         copy_app(app)
         # The page's chat engine connects to the origin it was served from: nginx.
-        env = {**self._base_env(), "CHAT_BACKEND_URL": "/"}
+        env = ui_env({**self._base_env(), "CHAT_BACKEND_URL": "/"})
         env.pop("REDIS_URL", None)
-        argv = [sys.executable, "-m", "reflex", "export", "--frontend-only", "--no-zip"]
+        argv = [ui_python(), "-m", "reflex", "export", "--frontend-only", "--no-zip"]
         self.say("building the UI (reflex export)...")
         with (self.logs / "ui-build.log").open("ab") as log:
             proc = await asyncio.create_subprocess_exec(
@@ -447,9 +449,9 @@ class Fleet:
 
     def _ui(self, index: int, port: int) -> Child:
         """One UI process: it serves the build, and nothing per tab or per message."""
-        env = {**self._base_env(), "CHAT_UI_BUILD": str(self.ui_static)}
+        env = ui_env({**self._base_env(), "CHAT_UI_BUILD": str(self.ui_static)})
         env.pop("REDIS_URL", None)
-        argv = [sys.executable, "-m", "hypercorn", "frontend.serve:app", "--bind", f"127.0.0.1:{port}"]
+        argv = [ui_python(), "-m", "hypercorn", "frontend.serve:app", "--bind", f"127.0.0.1:{port}"]
         return Child(f"ui.{index}", argv, env, self.logs / f"ui.{index}.log", port=port)
 
     # -- nginx configuration ------------------------------------------------------

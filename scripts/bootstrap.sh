@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
 # Installs everything fleetchat needs, idempotently, into the project folder:
-#   .venv/   Python virtualenv with requirements-dev.txt
+#   .venv/     Python virtualenv of the backend, worker, tests, bench (requirements-dev.txt)
+#   .venv-ui/  Python virtualenv of the Reflex UI (requirements-ui.txt; reflex caps redis<8)
 #   .tools/  Node 22 and bun from the npm registry (Reflex 0.10 needs both)
 # plus Debian packages (redis-server, postgresql, chromium, nginx) where they are missing.
-# Usage: scripts/bootstrap.sh [python] [node] [apt:PKG ...]   (no args = all)
+# Usage: scripts/bootstrap.sh [python] [ui] [node] [apt:PKG ...]   (no args = all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
 
-want_python=0; want_node=0; apt_pkgs=()
-if [ $# -eq 0 ]; then set -- python node apt:redis-server apt:chromium; fi
+want_python=0; want_ui=0; want_node=0; apt_pkgs=()
+if [ $# -eq 0 ]; then set -- python ui node apt:redis-server apt:chromium; fi
 for arg in "$@"; do
   case "$arg" in
     python) want_python=1 ;;
+    ui) want_ui=1 ;;
     node) want_node=1 ;;
     apt:*) apt_pkgs+=("${arg#apt:}") ;;
     *) echo "unknown bootstrap target: $arg" >&2; exit 2 ;;
@@ -39,21 +41,26 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # --- Python ----------------------------------------------------------------
-if [ $want_python -eq 1 ]; then
-  PY=${PYTHON:-python3}
-  if [ ! -x .venv/bin/python ]; then
-    log "creating virtualenv .venv"
-    "$PY" -m venv .venv
-    .venv/bin/pip install -q --upgrade pip
+# venv DIR REQUIREMENTS...: create DIR if missing, then install the first requirements
+# file whenever the digest of all of them changed (the others are what it includes).
+venv() {
+  local dir=$1 req=$2
+  local PY=${PYTHON:-python3}
+  if [ ! -x "$dir/bin/python" ]; then
+    log "creating virtualenv $dir"
+    "$PY" -m venv "$dir"
+    "$dir/bin/pip" install -q --upgrade pip
   fi
-  stamp=.venv/.stamp-requirements
-  digest=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
+  local stamp="$dir/.stamp-requirements" digest
+  digest=$(cat "${@:2}" | sha256sum | cut -d' ' -f1)
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
-    log "installing Python requirements"
-    .venv/bin/pip install -q -r requirements-dev.txt
+    log "installing $req into $dir"
+    "$dir/bin/pip" install -q -r "$req"
     echo "$digest" > "$stamp"
   fi
-fi
+}
+if [ $want_python -eq 1 ]; then venv .venv requirements-dev.txt requirements.txt; fi
+if [ $want_ui -eq 1 ]; then venv .venv-ui requirements-ui.txt; fi
 
 # --- Node 22 + bun for Reflex ------------------------------------------------
 if [ $want_node -eq 1 ]; then

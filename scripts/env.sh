@@ -2,6 +2,9 @@
 # and keeps Reflex offline-friendly and inside the project folder.
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export PATH="$ROOT/.venv/bin:$ROOT/.tools/node_modules/.bin:$PATH"
+# The Reflex UI has a virtualenv of its own (reflex caps redis<8; the backend needs 8.1):
+# run reflex and the UI server as "$FLEETCHAT_UI_VENV/bin/..." (not on PATH on purpose).
+export FLEETCHAT_UI_VENV="${FLEETCHAT_UI_VENV:-$ROOT/.venv-ui}"
 export REFLEX_USE_SYSTEM_BUN=1
 export REFLEX_CHECK_LATEST_VERSION=false
 export REFLEX_TELEMETRY_ENABLED=false

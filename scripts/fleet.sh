@@ -6,7 +6,7 @@
 # Options (or FLEET_* variables): scripts/fleet.sh --help
 set -euo pipefail
 cd "$(dirname "$0")/.."
-case " $* " in *" --no-ui "*) tools=(python) ;; *) tools=(python node) ;; esac
+case " $* " in *" --no-ui "*) tools=(python) ;; *) tools=(python ui node) ;; esac
 scripts/bootstrap.sh "${tools[@]}" apt:redis-server apt:nginx apt:postgresql
 source scripts/env.sh
 exec python -m deploy.fleet "$@"

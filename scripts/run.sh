@@ -86,7 +86,7 @@ echo "backend: http://127.0.0.1:$backend_port (log: $logs/backend.log)"
 echo "starting the UI ($mode)..."
 REFLEX_FRONTEND_PORT="$ui_port" REFLEX_BACKEND_PORT="$ui_backend_port" \
   CHAT_BACKEND_URL="${CHAT_BACKEND_URL:-http://127.0.0.1:$backend_port}" \
-  setsid reflex run --env "$mode" >"$logs/ui.log" 2>&1 &
+  PATH="$FLEETCHAT_UI_VENV/bin:$PATH" setsid "$FLEETCHAT_UI_VENV/bin/reflex" run --env "$mode" >"$logs/ui.log" 2>&1 &
 pids+=("$!")
 wait_http "http://127.0.0.1:$ui_backend_port/ping" 600 "${pids[1]}" \
   && wait_http "$ui_url/" 600 "${pids[1]}" || { echo "UI failed, see $logs/ui.log" >&2; exit 1; }

@@ -13,7 +13,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/env.sh
 build=.web/build/client
 if [ "${1:-}" = build ] || [ ! -f "$build/index.html" ]; then
-  reflex export --frontend-only --no-zip
+  PATH="$FLEETCHAT_UI_VENV/bin:$PATH" "$FLEETCHAT_UI_VENV/bin/reflex" export --frontend-only --no-zip
 fi
 [ "${1:-}" = build ] && exit 0
-CHAT_UI_BUILD="$build" exec hypercorn frontend.serve:app --bind "0.0.0.0:${PORT:-3000}"
+CHAT_UI_BUILD="$build" exec "$FLEETCHAT_UI_VENV/bin/hypercorn" frontend.serve:app --bind "0.0.0.0:${PORT:-3000}"

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
-from tests.support import FLEET_ENV, MODERATOR, Backend, ChatClient, PostgresServer, RedisServer
+from tests.support import FLEET_ENV, MODERATOR, Backend, ChatClient, PostgresServer, RedisCluster, RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -15,6 +15,15 @@ def redis_server() -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A private 3-master Redis Cluster (``tests.support.RedisCluster``), started on first use."""
+    cluster = RedisCluster(masters=3)
+    cluster.start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture(scope="session")

@@ -100,9 +100,11 @@ class RedisServer:
     """A private redis-server with AOF fsync on every write, so a restart
     loses nothing that was acknowledged (the production setting we document)."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra_args: list[str] | None = None) -> None:
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="fc-redis-")
+        self.extra_args = extra_args or []
+        """More redis-server flags (a cluster node's)."""
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -114,13 +116,15 @@ class RedisServer:
         if exe is None:
             raise RuntimeError("redis-server is not installed: run scripts/bootstrap.sh apt:redis-server")
         self.proc = subprocess.Popen(
-            redis_argv(exe, self.port, self.dir),
+            [*redis_argv(exe, self.port, self.dir), *self.extra_args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         wait_for(self._answers, 10, what="redis-server to answer")
 
     def _answers(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"redis-server on port {self.port} exited with {self.proc.returncode}")
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
                 s.sendall(b"PING\r\n")
@@ -128,10 +132,20 @@ class RedisServer:
         except OSError:
             return False
 
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+    def terminate(self) -> None:
+        """SIGTERM: Redis flushes its AOF and exits cleanly."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
 
     def wipe(self) -> None:
         """Kill it and lose its files: it comes back empty, like a Redis that keeps nothing on disk."""
@@ -152,6 +166,139 @@ class RedisServer:
         with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
             s.sendall(b"".join(parts))
             return s.recv(65536)
+
+
+CLUSTER_NODE_ARGS = [
+    "--cluster-enabled",
+    "yes",
+    "--cluster-config-file",
+    "nodes.conf",
+    "--cluster-node-timeout",
+    "2000",
+]
+"""A cluster node: its own nodes.conf in its own dir; 2 s before a silent master counts as failed."""
+
+
+def _bulk(reply: bytes) -> str:
+    """The text of a RESP bulk-string reply (``$<len>\\r\\n<text>\\r\\n``)."""
+    if not reply.startswith(b"$"):
+        raise RuntimeError(f"not a bulk reply: {reply[:200]!r}")
+    header, _, rest = reply.partition(b"\r\n")
+    return rest[: int(header[1:])].decode()
+
+
+class RedisCluster:
+    """A private Redis Cluster: ``masters`` masters (each with ``replicas`` replicas) from
+    Debian's ``redis-server`` on free ports, each node with its own temp dir and the same
+    AOF settings as ``RedisServer``, joined by ``redis-cli --cluster create``.
+
+    Its ``url`` names one node, as a deployment's ``REDIS_URL`` would: clients find the
+    others from it. ``kill``/``stop_node``/``restart`` fault one node; a restarted node
+    comes back with its nodes.conf and AOF, so it rejoins with its data."""
+
+    def __init__(self, masters: int = 3, replicas: int = 0) -> None:
+        self.masters_wanted = masters
+        self.replicas = replicas
+        # The cluster bus defaults to port + 10000, which may be taken or past 65535: each
+        # node gets a free port of its own for it.
+        self.nodes = [
+            RedisServer(extra_args=[*CLUSTER_NODE_ARGS, "--cluster-port", str(free_port())])
+            for _ in range(masters * (1 + replicas))
+        ]
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.nodes[0].port}"
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise RuntimeError("redis-cli is not installed: run scripts/bootstrap.sh apt:redis-server")
+        argv = [cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes)]
+        argv += ["--cluster-replicas", str(self.replicas), "--cluster-yes"]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
+        self.wait_ok()
+
+    def wait_ok(self, timeout: float = 30) -> None:
+        """Until every live node says ``cluster_state:ok`` and knows every other node."""
+        wait_for(lambda: all(self._ok(n) for n in self.nodes if n.alive), timeout, what="cluster_state:ok")
+
+    def _ok(self, node: RedisServer) -> bool:
+        try:
+            info = _bulk(node.command("CLUSTER", "INFO"))
+        except (OSError, RuntimeError):
+            return False
+        return "cluster_state:ok" in info and f"cluster_known_nodes:{len(self.nodes)}" in info
+
+    def cluster_nodes(self) -> list[dict[str, Any]]:
+        """``CLUSTER NODES`` as seen by a live node: id, port, flags, master id, slot ranges."""
+        node = next(n for n in self.nodes if n.alive)
+        rows = []
+        for line in _bulk(node.command("CLUSTER", "NODES")).splitlines():
+            fields = line.split()
+            slots = []
+            for part in fields[8:]:
+                if part.startswith("["):
+                    continue  # a slot being migrated
+                first, _, last = part.partition("-")
+                slots.append((int(first), int(last or first)))
+            port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
+            rows.append({"id": fields[0], "port": port, "flags": fields[2].split(","), "master": fields[3]})
+            rows[-1]["slots"] = slots
+        return rows
+
+    def masters(self) -> list[RedisServer]:
+        """The nodes serving slots now, in slot order (the first serves slot 0)."""
+        rows = [r for r in self.cluster_nodes() if "master" in r["flags"] and r["slots"]]
+        rows.sort(key=lambda r: r["slots"][0][0])
+        by_port = {n.port: n for n in self.nodes}
+        return [by_port[r["port"]] for r in rows]
+
+    def master_of(self, key: str) -> RedisServer:
+        """The node that serves ``key``'s hash slot now."""
+        from redis.crc import key_slot
+
+        slot = key_slot(key.encode())
+        by_port = {n.port: n for n in self.nodes}
+        for row in self.cluster_nodes():
+            if "master" in row["flags"] and any(a <= slot <= b for a, b in row["slots"]):
+                return by_port[row["port"]]
+        raise RuntimeError(f"no master serves slot {slot}")
+
+    def room_on(self, index: int, prefix: str = "room") -> str:
+        """A fresh room name whose slot (its ``{room}`` hash tag) lives on master ``index``."""
+        target = self.masters()[index]
+        while True:
+            name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+            if self.master_of("{" + name + "}").port == target.port:
+                return name
+
+    def flush(self) -> None:
+        """Empty every master (replicas follow)."""
+        for node in self.masters():
+            node.command("FLUSHALL")
+
+    def kill(self, node: RedisServer) -> None:
+        """SIGKILL one node (its files stay, for ``restart``)."""
+        node.kill()
+
+    def stop_node(self, node: RedisServer) -> None:
+        """SIGTERM one node: it writes its AOF and nodes.conf and exits."""
+        node.terminate()
+
+    def restart(self, node: RedisServer, wait: bool = True) -> None:
+        """Start a killed or stopped node again on its port with its files; it rejoins."""
+        node.start()
+        if wait:
+            self.wait_ok()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
 
 
 class PostgresServer:

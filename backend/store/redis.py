@@ -14,21 +14,22 @@ the store and its publish. Two instances can never hand out the same
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Callable
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError, ResponseError
 from redis.retry import Retry
 
-from backend import lifecycle
+from backend import lifecycle, redis_client
 from backend.archiver import ARCHIVE_KEY, archived_key
 from backend.db.archive import Archive
 from backend.lifecycle import Change
 from backend.models import ChatError
+from backend.redis_client import AnyRedis, RedisCluster, partition_key
 from backend.store.base import (
     AppendResult,
     ChangeResult,
@@ -98,7 +99,7 @@ end
 if ARGV[9] ~= '' then
   -- the fleet's fan-out, in the same round trip and atomic with the append:
   -- a stored message is always announced (python-socketio's emit envelope)
-  redis.call('PUBLISH', KEYS[8], ARGV[9] .. body .. ARGV[10])
+  redis.call(ARGV[14] == '1' and 'SPUBLISH' or 'PUBLISH', KEYS[8], ARGV[9] .. body .. ARGV[10])
 end
 if ARGV[12] == '1' then
   -- for the archiver; and every 100 messages, trim what it has confirmed beyond the window
@@ -181,7 +182,8 @@ redis.call('HSET', upd, rev, seq .. ' ' .. kind)
 redis.call('SET', dkey, seq, 'EX', ARGV[8])
 if ARGV[11] ~= '' then
   local event = '{"room":"' .. m.room .. '","id":"' .. m.id .. '","kind":"' .. kind .. '","rev":' .. rev
-  redis.call('PUBLISH', KEYS[6], ARGV[11] .. event .. ',"message":' .. body .. '}' .. ARGV[12])
+  local publish = ARGV[15] == '1' and 'SPUBLISH' or 'PUBLISH'
+  redis.call(publish, KEYS[6], ARGV[11] .. event .. ',"message":' .. body .. '}' .. ARGV[12])
 end
 if ARGV[14] == '1' then
   local event = '{"type":"update","rev":' .. rev .. ',"kind":"' .. kind .. '","ts":' .. ARGV[7]
@@ -190,6 +192,21 @@ end
 return {1, body, rev}
 """
 )
+
+_TAKE_ONLY = (
+    _TAKE
+    + """
+-- cluster mode: the sender's bucket on its own slot, taken before the append or change
+return take(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
+"""
+)
+
+_REFUND = """
+-- give back the token of a send that stored nothing (a duplicate, a refusal)
+local t = tonumber(redis.call('HGET', KEYS[1], 't'))
+if t then redis.call('HSET', KEYS[1], 't', math.min(tonumber(ARGV[1]), t + 1)) end
+return 0
+"""
 
 _RANGE = """
 -- messages lo..hi of a room (hi 0: up to the newest), and the room's last seq
@@ -276,12 +293,13 @@ raise(KEYS[5], ARGV[4])
 local seq, rev = redis.call('GET', KEYS[2]) or '0', redis.call('GET', KEYS[3]) or '0'
 redis.call('HSET', KEYS[6], 'seq', seq, 'rev', rev)
 redis.call('SET', KEYS[1], ARGV[1])
-redis.call('SADD', KEYS[7], ARGV[5])
+-- ARGV[9] = '1' (cluster): the caller put the room in the directory before, in its own slot
+if ARGV[9] ~= '1' then redis.call('SADD', KEYS[7], ARGV[5]) end
 local event = '{"room":"' .. ARGV[5] .. '","epoch":"' .. ARGV[1] .. '","kept_seq":' .. seq
 event = event .. ',"kept_rev":' .. rev .. '}'
 if ARGV[6] ~= '' then
   -- announced before any message of the new epoch, on the same channel: instances reset first
-  redis.call('PUBLISH', KEYS[8], ARGV[6] .. event .. ARGV[7])
+  redis.call(ARGV[8] == '1' and 'SPUBLISH' or 'PUBLISH', KEYS[8], ARGV[6] .. event .. ARGV[7])
 end
 return {1, event}
 """
@@ -298,13 +316,16 @@ return {1, tonumber(ARGV[2])}
 """
 
 _CREATE_PRIVATE = """
--- a new private room: refused (0) if a room of that name exists, public or private
+-- a new private room: refused (0) if a room of that name exists, public or private.
+-- With only 3 keys (cluster) the caller keeps the directory and the private set itself.
 if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 redis.call('HSET', KEYS[2], 'dm', ARGV[2], 'owner', ARGV[3])
 for i = 5, #ARGV do redis.call('SADD', KEYS[3], ARGV[i]) end
 redis.call('SET', KEYS[1], ARGV[1])
-redis.call('SADD', KEYS[4], ARGV[4])
-redis.call('SADD', KEYS[5], ARGV[4])
+if #KEYS > 3 then
+  redis.call('SADD', KEYS[4], ARGV[4])
+  redis.call('SADD', KEYS[5], ARGV[4])
+end
 return 1
 """
 
@@ -322,9 +343,12 @@ return #entries
 MENTION_GROUP = "notifier"
 
 
-async def ensure_mention_group(redis: aioredis.Redis) -> None:
+async def ensure_mention_group(redis: AnyRedis) -> None:
     """Create the worker's consumer group if missing. Web instances call this at
-    start too, so mentions made before any worker ever ran are not skipped."""
+    start too, so mentions made before any worker ever ran are not skipped.
+    Over a cluster the worker makes each partition's group as it finds it (at id 0)."""
+    if isinstance(redis, RedisCluster):
+        return
     try:
         await redis.xgroup_create(MENTIONS_KEY, MENTION_GROUP, id="$", mkstream=True)
     except ResponseError as exc:
@@ -387,26 +411,22 @@ def _envelope(event: str, room: str, host_id: str) -> tuple[bytes, bytes]:
     return orjson.dumps(envelope)[:-1] + b',"data":[', b"]}"
 
 
-POOL_SIZE = 32
-"""Connections an instance's store client keeps at most. Commands beyond that wait for
-a free one: under a burst, an unbounded pool opens a connection per waiting command,
-and opening one costs more than the command (measured: 900 connections, 16 appends
-done in 3 s, against thousands a second with the pool bounded)."""
+FAIL_FAST = {
+    "socket_connect_timeout": 1.0,
+    "socket_timeout": 2.0,
+    "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
+    "health_check_interval": 10,
+}
+"""Fail fast (the caller answers ``unavailable``) instead of hanging past the
+client's ack timeout while Redis is down."""
 
 
-def connect(url: str) -> aioredis.Redis:
-    """A client that fails fast (the caller answers ``unavailable``) instead of
-    hanging past the client's ack timeout while Redis is down."""
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=POOL_SIZE,
-        timeout=2.0,
-        socket_connect_timeout=1.0,
-        socket_timeout=2.0,
-        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
-        health_check_interval=10,
-    )
-    return aioredis.Redis.from_pool(pool)  # owns the pool: closing the client closes its connections
+async def connect(url: str) -> AnyRedis:
+    """The store's client for ``url``, standalone or cluster (``backend.redis_client``),
+    with at most ``POOL_SIZE`` connections when standalone."""
+    if await redis_client.is_cluster(url):
+        return await redis_client.connect(url, **FAIL_FAST)
+    return await redis_client.connect(url, **FAIL_FAST, max_connections=redis_client.POOL_SIZE)
 
 
 class RedisStore(MessageStore):
@@ -428,30 +448,54 @@ class RedisStore(MessageStore):
         self._archiving = "1" if archive is not None else "0"
         self._user_rate = ("0", "0") if user_rate is None else (repr(float(user_rate[0])), str(user_rate[1]))
         self._dedupe_ttl = dedupe_ttl
-        self.redis: aioredis.Redis | None = None
+        self.redis: AnyRedis | None = None
         self._scripts: dict[str, Any] = {}
-        self._announce: tuple[Callable[[str], str] | None, str] = (None, "")
+        self._announce: tuple[str, str] = ("", "")
+        self._channel_of: Callable[[str], str] | None = None
+        self._sharded = "0"
+        self.cluster = False
+        """A Redis Cluster (found at ``open``): every script then touches one slot (README, "Redis Cluster")."""
         self.on_epoch: Callable[[dict[str, Any]], None] | None = None
         """Told when this store begins a room's new epoch (the event it announced to the fleet)."""
 
-    def announce_on(self, channel: Callable[[str], str], host_id: str) -> None:
-        """Publish every new message and change on the room's pub/sub channel
-        (``channel(room)``, see ``backend.room_channels``) from inside the scripts, as an ``emit`` of event ``message``
+    def announce_on(self, channel: str | Callable[[str], str], host_id: str, sharded: bool = False) -> None:
+        """Publish every new message and change on python-socketio's pub/sub
+        ``channel`` from inside the scripts, as an ``emit`` of event ``message``
         (or ``update``) to the room sent by ``host_id``: one round trip per write
         instead of two, and nothing stored whose publish could be dropped in
         between. The caller then delivers to its own sockets itself (pub/sub
-        skips the sender's ``host_id``). ``announced`` in the result says it happened."""
-        self._announce = (channel, host_id)
+        skips the sender's ``host_id``). ``announced`` in the result says it happened.
 
-    def _announcement(self, event: str, room: str) -> tuple[str, bytes, bytes]:
-        """The channel a script publishes ``event`` of ``room`` on ('' for none), and its envelope."""
-        channel, host_id = self._announce
-        if channel is None:
-            return "", b"", b""
-        return (channel(room), *_envelope(event, room, host_id))
+        ``channel`` may be a function of the room (per-room channels such as
+        ``fleetchat:{<room>}``, in the room's slot); over a cluster it must be, since a
+        script's keys, the channel among them, share one slot. ``sharded``: publish with
+        SPUBLISH (sharded pub/sub) instead of PUBLISH."""
+        if callable(channel):
+            self._channel_of, name = channel, "per-room"
+        else:
+            self._channel_of, name = None, channel
+        self._announce = (name, host_id)
+        self._sharded = "1" if sharded else "0"
+
+    def _channel(self, room: str, slot_key: str) -> str:
+        """The room's pub/sub channel, or "" when the script cannot announce: not told
+        to, or over a cluster a channel outside the room's slot (a script's keys, the
+        channel among them, share one slot). The caller then publishes itself."""
+        if not self._announce[0]:
+            return ""
+        channel = self._channel_of(room) if self._channel_of is not None else self._announce[0]
+        if self.cluster and redis_client.slot_of(channel) != redis_client.slot_of(slot_key):
+            return ""
+        return channel
 
     async def open(self) -> None:
-        self.redis = connect(self._url)
+        try:
+            self.redis = await connect(self._url)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+        self.cluster = isinstance(self.redis, RedisCluster)
+        if self.cluster and self._channel_of is not None:
+            self._sharded = "1"  # a room's channel is a sharded one in a cluster (backend.room_channels)
         scripts = {
             "append": _APPEND,
             "change": _CHANGE,
@@ -461,6 +505,8 @@ class RedisStore(MessageStore):
             "seed": _SEED,
             "read": _READ,
             "create_private": _CREATE_PRIVATE,
+            "take": _TAKE_ONLY,
+            "refund": _REFUND,
         }
         for name, source in scripts.items():
             self._scripts[name] = self.redis.register_script(source)
@@ -474,6 +520,8 @@ class RedisStore(MessageStore):
     async def _migrate_streams(self) -> None:
         """Move rooms written by the first release (one stream per room) into hashes, once."""
         r = self._r()
+        if self.cluster:
+            return  # the first release never ran on a cluster: nothing to move
         if await r.get(LAYOUT_KEY) == b"2":
             return
         migrate = r.register_script(_MIGRATE)
@@ -489,7 +537,7 @@ class RedisStore(MessageStore):
         if self.archive is not None:
             await self.archive.close()
 
-    def _r(self) -> aioredis.Redis:
+    def _r(self) -> AnyRedis:
         if self.redis is None:
             raise StoreUnavailable("store is closed")
         return self.redis
@@ -518,17 +566,21 @@ class RedisStore(MessageStore):
         if reply_to is not None:
             fields["reply_to"] = f"{reply_to:012d}"
         rest = orjson.dumps(fields)[1:]
-        channel, prefix, suffix = self._announcement("message", room)
+        channel = self._channel(room, seq_key)
+        prefix, suffix = _envelope("message", room, self._announce[1]) if channel else (b"", b"")
+        # Over a cluster every key below shares the room's slot: the rate bucket (the
+        # user's) is taken first by a script of its own, and this one is told rate 0.
+        taken = await self._take(user["id"])
         keys = [
             seq_key,
             msgs_key,
             dedupe_key,
             epoch_key,
-            ROOMS_KEY,
-            MENTIONS_KEY,
-            "fc:rate:" + user["id"],
-            channel or "fc:unused",
-            ARCHIVE_KEY,
+            seq_key if self.cluster else ROOMS_KEY,  # not used by the script
+            self._mentions_key(room),
+            seq_key if self.cluster else "fc:rate:" + user["id"],
+            channel or (seq_key if self.cluster else "fc:unused"),
+            self._archive_key(seq_key),
             *_window_keys(room)[:2],
         ]
         args = [
@@ -538,17 +590,23 @@ class RedisStore(MessageStore):
             "",
             "",
             "1" if "@" in text else "0",
-            *self._user_rate,
+            *(("0", "0") if self.cluster else self._user_rate),
             prefix,
             suffix,
             "" if reply_to is None else reply_to,
             self._archiving,
             self._window,
+            self._sharded,
         ]
-        created, body = await self._call("append", keys, args)
-        if created == -3:
-            await self._seed(room)
+        created = None
+        try:
             created, body = await self._call("append", keys, args)
+            if created == -3:
+                await self._seed(room)
+                created, body = await self._call("append", keys, args)
+        finally:
+            if taken and created != 1:  # a duplicate or a refusal costs no token
+                await self._refund(user["id"])
         _refused(created, body)
         if created == -3:
             raise StoreUnavailable("the room could not be seeded from the archive")
@@ -559,15 +617,16 @@ class RedisStore(MessageStore):
         seq_key, msgs_key, _ = _keys(room)
         rev_key, upd_key = _change_keys(room)
         dedupe_key = "fc:{" + room + "}:chg:" + orjson.dumps([change.actor["id"], change.client_id]).decode()
-        channel, prefix, suffix = self._announcement("update", room)
+        channel = self._channel(room, seq_key)
+        prefix, suffix = _envelope("update", room, self._announce[1]) if channel else (b"", b"")
         keys = [
             msgs_key,
             rev_key,
             upd_key,
             dedupe_key,
-            "fc:rate:" + change.actor["id"],
-            channel or "fc:unused",
-            ARCHIVE_KEY,
+            seq_key if self.cluster else "fc:rate:" + change.actor["id"],
+            channel or (seq_key if self.cluster else "fc:unused"),
+            self._archive_key(seq_key),
             seq_key,
         ]
         args = [
@@ -579,17 +638,24 @@ class RedisStore(MessageStore):
             "1" if change.on else "0",
             change.ts,
             self._dedupe_ttl,
-            *self._user_rate,
+            *(("0", "0") if self.cluster else self._user_rate),
             prefix,
             suffix,
             lifecycle.MAX_EMOJIS,
             self._archiving,
+            self._sharded,
         ]
-        result = await self._call("change", keys, args)
-        if result[0] == -4:  # an old message only the archive holds: bring it back, then change it
-            await self._hydrate(room, change.seq)
+        taken = await self._take(change.actor["id"])
+        code = None
+        try:
             result = await self._call("change", keys, args)
-        code, body = result[0], result[1]
+            if result[0] == -4:  # an old message only the archive holds: bring it back, then change it
+                await self._hydrate(room, change.seq)
+                result = await self._call("change", keys, args)
+            code, body = result[0], result[1]
+        finally:
+            if taken and code != 1:
+                await self._refund(change.actor["id"])
         _refused(code, body)
         if code == -4:
             raise lifecycle.refusal("not_found")
@@ -643,11 +709,35 @@ class RedisStore(MessageStore):
         seq_key, _, epoch_key = _keys(room)
         rev_key, _ = _change_keys(room)
         archived_k, trimmed_k, start_k = _window_keys(room)
-        channel, prefix, suffix = self._announcement("epoch", room)
+        channel = self._channel(room, seq_key)
+        prefix, suffix = _envelope("epoch", room, self._announce[1]) if channel else (b"", b"")
+        if self.cluster:
+            # fc:rooms is in a slot of its own: listed before the room exists, so a crash in
+            # between leaves a name the directory shows early, never a room it misses
+            await self._redis(self._r().sadd(ROOMS_KEY, room))
         created, answer = await self._call(
             "seed",
-            keys=[epoch_key, seq_key, rev_key, trimmed_k, archived_k, start_k, ROOMS_KEY, channel or "fc:unused"],
-            args=[secrets.token_hex(8), last_seq, last_rev, archived, room, prefix, suffix],
+            keys=[
+                epoch_key,
+                seq_key,
+                rev_key,
+                trimmed_k,
+                archived_k,
+                start_k,
+                seq_key if self.cluster else ROOMS_KEY,
+                channel or (seq_key if self.cluster else "fc:unused"),
+            ],
+            args=[
+                secrets.token_hex(8),
+                last_seq,
+                last_rev,
+                archived,
+                room,
+                prefix,
+                suffix,
+                self._sharded,
+                "1" if self.cluster else "0",
+            ],
         )
         if not created:
             return answer.decode()
@@ -677,9 +767,12 @@ class RedisStore(MessageStore):
             return None
         members = await self._archive_read(self.archive.members_of(room))
         try:
+            if self.cluster:  # fc:private has a slot of its own: marked private first (fail closed)
+                await self._r().sadd(PRIVATE_KEY, room)
             async with self._r().pipeline(transaction=True) as pipe:
                 pipe.hset(access_key, mapping={"dm": "1" if record[0] else "0", "owner": record[1] or ""})
-                pipe.sadd(PRIVATE_KEY, room)
+                if not self.cluster:
+                    pipe.sadd(PRIVATE_KEY, room)
                 if members:
                     pipe.sadd(members_key, *members)
                 await pipe.execute()
@@ -689,11 +782,23 @@ class RedisStore(MessageStore):
 
     async def create_private(self, room: str, access: RoomAccess, members: list[str]) -> bool:
         access_key, members_key = _access_keys(room)
+        keys = [_keys(room)[2], access_key, members_key, ROOMS_KEY, PRIVATE_KEY]
+        was_private = False
+        if self.cluster:
+            # fc:rooms and fc:private are in slots of their own: the name is marked private
+            # before the room exists (fail closed: a crash in between hides a name, never
+            # shows a private room as public), and unmarked if the room is not created
+            was_private = bool(await self._redis(self._r().sismember(PRIVATE_KEY, room)))
+            await self._redis(self._r().sadd(PRIVATE_KEY, room))
+            await self._redis(self._r().sadd(ROOMS_KEY, room))
+            keys = keys[:3]
         created = await self._call(
             "create_private",
-            [_keys(room)[2], access_key, members_key, ROOMS_KEY, PRIVATE_KEY],
+            keys,
             [secrets.token_hex(8), "1" if access.dm else "0", access.owner or "", room, *members],
         )
+        if self.cluster and not created and not was_private:
+            await self._redis(self._r().srem(PRIVATE_KEY, room))
         if not created:
             return False
         if self.archive is not None:
@@ -749,11 +854,12 @@ class RedisStore(MessageStore):
         key = _reads_key(user_id)
         event = orjson.dumps({"type": "read", "user": user_id, "room": room, "seq": seq})
         args = [room, seq, "1" if first else "0", self._archiving, "0", event]
-        code, value = await self._call("read", [key, ARCHIVE_KEY], args)
+        stream = self._archive_key(key)  # over a cluster: the partition of the user's slot
+        code, value = await self._call("read", [key, stream], args)
         if code == -1:  # Redis lost it (or never had it): the archive's mark first
             await self._seed_reads(user_id)
             args[4] = "1"
-            code, value = await self._call("read", [key, ARCHIVE_KEY], args)
+            code, value = await self._call("read", [key, stream], args)
         return int(value)
 
     async def reads_of(self, user_id: str) -> dict[str, int]:
@@ -870,8 +976,37 @@ class RedisStore(MessageStore):
     async def _mget(self, keys: list[str]) -> list[bytes | None]:
         if not keys:
             return []
+        if self.cluster:  # the rooms' keys live in many slots: one MGET per slot, in parallel
+            return await self._redis(self._r().mget_nonatomic(keys))
         return await self._redis(self._r().mget(keys))
 
     async def rooms(self) -> list[str]:
         members = await self._redis(self._r().smembers(ROOMS_KEY))
         return sorted(m.decode() for m in members)
+
+    # -- where the fleet-wide collections live ------------------------------------------
+
+    def _mentions_key(self, room: str) -> str:
+        """``fc:mentions``; over a cluster the mentions partition of the room's slot, so the
+        append writes it atomically (``backend.worker`` reads every partition)."""
+        return partition_key("mentions", _keys(room)[0]) if self.cluster else MENTIONS_KEY
+
+    def _archive_key(self, slot_key: str) -> str:
+        """``fc:archive``; over a cluster the archive partition of ``slot_key``'s slot."""
+        return partition_key("archive", slot_key) if self.cluster else ARCHIVE_KEY
+
+    async def _take(self, user_id: str) -> bool:
+        """Cluster mode: the sender's fleet-wide bucket, taken on its own slot before the
+        room's script (which cannot touch it). True: a token was taken (refund it if the
+        script stores nothing); raises ``RateLimited`` when there is none."""
+        if not self.cluster or self._user_rate[0] == "0":
+            return False
+        wait = await self._call("take", ["fc:rate:" + user_id], list(self._user_rate))
+        if wait is not None:
+            raise RateLimited(int(wait) / 1000)
+        return True
+
+    async def _refund(self, user_id: str) -> None:
+        """Best effort: a refund Redis refuses leaves the sender one token short, never more."""
+        with contextlib.suppress(StoreUnavailable):
+            await self._call("refund", ["fc:rate:" + user_id], [self._user_rate[1]])

@@ -2,9 +2,10 @@
 
 The session starts one `hypercorn backend.app:asgi` (embedded mode, its own
 SQLite file) on a free port, a TCP gate in front of it that a test can cut
-and restore, and one `reflex run --env prod` whose CHAT_BACKEND_URL points at
-the gate. Every test gets a fresh browser context; each page in it is a tab
-with its own Reflex session, hence its own chat user.
+and restore, and one `reflex run --env prod` (in the UI's own virtualenv, see
+deploy/ui_venv.py) whose CHAT_BACKEND_URL points at the gate. Every test gets
+a fresh browser context; each page in it is a tab with its own Reflex session,
+hence its own chat user.
 
 All e2e tests share these processes, so they are one xdist group: run the
 suite with `--dist loadgroup`.
@@ -18,7 +19,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 
 from deploy.fleet import copy_app
+from deploy.ui_venv import ui_env, ui_python
 from tests.support import Backend, free_port, rooms_listed, scrape
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -265,7 +266,7 @@ class ReflexApp:
         self.port = port
         self.url = f"http://localhost:{self.port}"
         self.log_path = workdir / "reflex.log"
-        env = tools_env()
+        env = ui_env(tools_env())
         env.update(
             REFLEX_FRONTEND_PORT=str(self.port),
             REFLEX_BACKEND_PORT=str(self.port),
@@ -273,7 +274,7 @@ class ReflexApp:
         )
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "reflex", "run", "--env", "prod"],
+            [ui_python(), "-m", "reflex", "run", "--env", "prod"],
             cwd=self.root,
             env=env,
             stdout=log,

@@ -1,6 +1,9 @@
 """The archiver end to end: a real redis-server, the tests' own PostgreSQL,
 ``run_archiver`` as a task. Redis database 7 keeps its keys apart from the
-other tests that share the session's redis-server."""
+other tests that share the session's redis-server. Every test runs twice: on
+that standalone server (one stream, ``fc:archive``) and on a 3-master Redis
+Cluster (a partition stream per slot; rooms ``a`` and ``b``, ``r`` and ``d``
+have their slots on different masters)."""
 
 from __future__ import annotations
 
@@ -14,8 +17,8 @@ from collections.abc import AsyncIterator
 
 import orjson
 import pytest
-import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, generate_latest
+from redis.asyncio.cluster import RedisCluster as ClusterClient
 from sqlalchemy import func, select
 
 from backend.archiver import (
@@ -31,8 +34,10 @@ from backend.archiver import (
 from backend.db.archive import Archive
 from backend.db.migrate import upgrade
 from backend.db.schema import messages, updates
+from backend.redis_client import AnyRedis, Partitions, partition_key
+from backend.store.redis import RedisStore
 from tests.dbhelpers import changed, sent
-from tests.support import ROOT, PostgresServer, RedisServer, async_wait_for, free_port, http_get
+from tests.support import ROOT, PostgresServer, RedisCluster, RedisServer, async_wait_for, free_port, http_get
 
 DB = 7
 
@@ -41,13 +46,36 @@ def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url.rsplit("/", 1)[0] + f"/{DB}"
 
 
+@pytest.fixture(params=["standalone", "cluster"])
+def mode(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
 @pytest.fixture
-async def redis(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
-    client = blocking_client(redis_url(redis_server))
-    await client.flushdb()
+def url(mode: str, request: pytest.FixtureRequest) -> str:
+    """The REDIS_URL of this run: the session's server (database 7), or a cluster node."""
+    if mode == "cluster":
+        return request.getfixturevalue("redis_cluster").url
+    return redis_url(request.getfixturevalue("redis_server"))
+
+
+@pytest.fixture
+async def redis(url: str, mode: str, request: pytest.FixtureRequest) -> AsyncIterator[AnyRedis]:
+    client = blocking_client(url, cluster=mode == "cluster")
+    cluster: RedisCluster | None = request.getfixturevalue("redis_cluster") if mode == "cluster" else None
+    await (asyncio.to_thread(cluster.flush) if cluster else client.flushdb())
     yield client
-    await client.flushdb()
+    await (asyncio.to_thread(cluster.flush) if cluster else client.flushdb())
     await client.aclose()
+
+
+def stream_of(redis: AnyRedis, room: str) -> str:
+    """Where writers put ``room``'s events: ``fc:archive``, or its slot's partition."""
+    return partition_key("archive", "fc:{" + room + "}:seq") if isinstance(redis, ClusterClient) else ARCHIVE_KEY
+
+
+def room_of(event: dict) -> str:
+    return event["message"]["room"] if "message" in event else event["room"]
 
 
 @pytest.fixture
@@ -60,14 +88,14 @@ async def archive(postgres: PostgresServer) -> AsyncIterator[Archive]:
     await arch.close()
 
 
-async def xadd(redis: aioredis.Redis, events: list[dict]) -> None:
+async def xadd(redis: AnyRedis, events: list[dict]) -> None:
     async with redis.pipeline(transaction=False) as pipe:
         for event in events:
-            pipe.xadd(ARCHIVE_KEY, {"e": orjson.dumps(event)})
+            pipe.xadd(stream_of(redis, room_of(event)), {"e": orjson.dumps(event)})
         await pipe.execute()
 
 
-def start(redis: aioredis.Redis, archive: Archive, **kwargs: object) -> tuple[asyncio.Task[int], asyncio.Event]:
+def start(redis: AnyRedis, archive: Archive, **kwargs: object) -> tuple[asyncio.Task[int], asyncio.Event]:
     stop = asyncio.Event()
     return asyncio.create_task(run_archiver(redis, archive, stop, **kwargs)), stop  # type: ignore[arg-type]
 
@@ -79,12 +107,12 @@ async def counts(archive: Archive) -> tuple[int, int]:
     return n_messages, n_updates
 
 
-async def archived_mark(redis: aioredis.Redis, room: str) -> int:
+async def archived_mark(redis: AnyRedis, room: str) -> int:
     value = await redis.get(archived_key(room))
     return int(value) if value else 0
 
 
-async def wait_archived(redis: aioredis.Redis, archive: Archive, marks: dict[str, int]) -> None:
+async def wait_archived(redis: AnyRedis, archive: Archive, marks: dict[str, int]) -> None:
     """Until PostgreSQL and the Redis marks say each room is archived up to its seq."""
 
     async def done() -> bool:
@@ -97,15 +125,21 @@ async def wait_archived(redis: aioredis.Redis, archive: Archive, marks: dict[str
     await async_wait_for(done, timeout=60, what=f"archive at {marks}")
 
 
-async def pending(redis: aioredis.Redis) -> int:
-    return int((await redis.xpending(ARCHIVE_KEY, ARCHIVE_GROUP))["pending"])
+async def pending(redis: AnyRedis) -> int:
+    streams = await Partitions("archive", ARCHIVE_KEY).streams(redis)
+    return sum([int((await redis.xpending(s, ARCHIVE_GROUP))["pending"]) for s in streams])
 
 
-async def no_pending(redis: aioredis.Redis) -> bool:
+async def lag_now(redis: AnyRedis) -> int | None:
+    """``archive_lag`` with a fresh look at which partitions exist."""
+    return await archive_lag(redis, Partitions("archive", ARCHIVE_KEY))
+
+
+async def no_pending(redis: AnyRedis) -> bool:
     return await pending(redis) == 0
 
 
-async def test_events_reach_postgres_and_the_marks(redis: aioredis.Redis, archive: Archive) -> None:
+async def test_events_reach_postgres_and_the_marks(redis: AnyRedis, archive: Archive) -> None:
     events = [sent("a", s) for s in range(1, 1201)] + [sent("b", s) for s in range(1, 31)]
     events += [changed("a", 7, 1, text="edited"), changed("b", 3, 1, "delete")]
     await xadd(redis, events)  # before any archiver ran: the group starts at 0
@@ -125,7 +159,7 @@ async def test_events_reach_postgres_and_the_marks(redis: aioredis.Redis, archiv
         assert b"fleetchat_archive_lag" in generate_latest(registry)
 
         async def trimmed() -> bool:
-            return await redis.xlen(ARCHIVE_KEY) <= 1
+            return await redis.xlen(stream_of(redis, "a")) <= 1
 
         await async_wait_for(trimmed, what="fc:archive trimmed")
     finally:
@@ -133,7 +167,7 @@ async def test_events_reach_postgres_and_the_marks(redis: aioredis.Redis, archiv
         assert await task >= 1233
 
 
-async def test_marks_only_grow(redis: aioredis.Redis, archive: Archive) -> None:
+async def test_marks_only_grow(redis: AnyRedis, archive: Archive) -> None:
     await redis.set(archived_key("a"), 50)  # another archiver got further already
     await xadd(redis, [sent("a", s) for s in range(1, 11)])
     task, stop = start(redis, archive)
@@ -145,7 +179,7 @@ async def test_marks_only_grow(redis: aioredis.Redis, archive: Archive) -> None:
         await task
 
 
-async def test_cancelled_mid_stream_then_restarted(redis: aioredis.Redis, archive: Archive) -> None:
+async def test_cancelled_mid_stream_then_restarted(redis: AnyRedis, archive: Archive) -> None:
     total = 4000
     await xadd(redis, [sent("r", s) for s in range(1, total + 1)])
     task, _stop = start(redis, archive, consumer="one", batch=50)
@@ -174,27 +208,28 @@ async def test_cancelled_mid_stream_then_restarted(redis: aioredis.Redis, archiv
         await task
 
 
-async def test_entries_pending_on_a_dead_consumer_are_claimed(redis: aioredis.Redis, archive: Archive) -> None:
-    await ensure_archive_group(redis)
+async def test_entries_pending_on_a_dead_consumer_are_claimed(redis: AnyRedis, archive: Archive) -> None:
+    await ensure_archive_group(redis, stream_of(redis, "d"))
     await xadd(redis, [sent("d", s) for s in range(1, 301)])
     # a consumer that read the first 200 entries and died before acknowledging them
-    await redis.xreadgroup(ARCHIVE_GROUP, "dead", {ARCHIVE_KEY: ">"}, count=200)
+    await redis.xreadgroup(ARCHIVE_GROUP, "dead", {stream_of(redis, "d"): ">"}, count=200)
     assert await pending(redis) == 200
     task, stop = start(redis, archive, consumer="alive", claim_idle_ms=100)
     try:
         await wait_archived(redis, archive, {"d": 300})
         assert await counts(archive) == (300, 0)
         await async_wait_for(lambda: no_pending(redis), what="nothing pending")
-        consumers = {c["name"]: c["pending"] for c in await redis.xinfo_consumers(ARCHIVE_KEY, ARCHIVE_GROUP)}
+        info = await redis.xinfo_consumers(stream_of(redis, "d"), ARCHIVE_GROUP)
+        consumers = {c["name"]: c["pending"] for c in info}
         assert consumers.get("dead", 0) == 0
     finally:
         stop.set()
         await task
 
 
-async def test_a_malformed_entry_is_dropped_not_blocking(redis: aioredis.Redis, archive: Archive) -> None:
-    await redis.xadd(ARCHIVE_KEY, {"e": b"{not json"})
-    await redis.xadd(ARCHIVE_KEY, {"e": orjson.dumps({"type": "message"})})
+async def test_a_malformed_entry_is_dropped_not_blocking(redis: AnyRedis, archive: Archive) -> None:
+    await redis.xadd(stream_of(redis, "m"), {"e": b"{not json"})
+    await redis.xadd(stream_of(redis, "m"), {"e": orjson.dumps({"type": "message"})})
     await xadd(redis, [sent("m", 1)])
     task, stop = start(redis, archive)
     try:
@@ -204,16 +239,14 @@ async def test_a_malformed_entry_is_dropped_not_blocking(redis: aioredis.Redis, 
         await task
 
 
-async def test_the_worker_process_archives_with_database_url(
-    redis: aioredis.Redis, redis_server: RedisServer, archive: Archive
-) -> None:
+async def test_the_worker_process_archives_with_database_url(redis: AnyRedis, url: str, archive: Archive) -> None:
     """``python -m backend.worker`` runs the archiver next to the mention notifier
     and serves the lag on ``CHAT_WORKER_METRICS_PORT``."""
     await xadd(redis, [sent("w", s) for s in range(1, 101)])
     port = free_port()
     env = {
         **os.environ,
-        "REDIS_URL": redis_url(redis_server),
+        "REDIS_URL": url,
         "DATABASE_URL": archive.url,
         "CHAT_WORKER_NAME": "worker-test",
         "CHAT_WORKER_METRICS_PORT": str(port),
@@ -238,7 +271,7 @@ async def test_the_worker_process_archives_with_database_url(
             proc.wait()
 
 
-async def test_postgres_down_costs_redis_memory_only(redis: aioredis.Redis) -> None:
+async def test_postgres_down_costs_redis_memory_only(redis: AnyRedis) -> None:
     """While PostgreSQL is down nothing is acknowledged or trimmed, the lag
     shows every event, and the archiver catches up when it is back. (A
     durable server: with synchronous_commit off, the tests' default, a crash
@@ -250,7 +283,7 @@ async def test_postgres_down_costs_redis_memory_only(redis: aioredis.Redis) -> N
     await archive.open()
     registry = CollectorRegistry()
     lag = lag_gauge(registry)
-    assert await archive_lag(redis) is None  # no stream, no group yet
+    assert await lag_now(redis) is None  # no stream, no group yet
     task, stop = start(redis, archive, lag=lag)
     try:
         await xadd(redis, [sent("p", s) for s in range(1, 101)])
@@ -258,15 +291,45 @@ async def test_postgres_down_costs_redis_memory_only(redis: aioredis.Redis) -> N
         await asyncio.to_thread(pg.kill)
         await xadd(redis, [sent("p", s) for s in range(101, 401)])
         await async_wait_for(lambda: lag._value.get() == 300, what="the lag to show the 300 waiting events")
-        assert await archive_lag(redis) == 300
-        assert await redis.xlen(ARCHIVE_KEY) >= 300
+        assert await lag_now(redis) == 300
+        assert await redis.xlen(stream_of(redis, "p")) >= 300
         await asyncio.to_thread(pg.start)
         await wait_archived(redis, archive, {"p": 400})
         await async_wait_for(lambda: lag._value.get() == 0, what="lag 0")
         assert await counts(archive) == (400, 0)
-        assert await archive_lag(redis) == 0
+        assert await lag_now(redis) == 0
     finally:
         stop.set()
         await task
         await archive.close()
         await asyncio.to_thread(pg.stop)
+
+
+async def test_the_stores_appends_on_three_masters_reach_postgres(
+    redis: AnyRedis, url: str, mode: str, archive: Archive, request: pytest.FixtureRequest
+) -> None:
+    """End to end from ``RedisStore.append`` (the archive entry written by the append
+    script itself, in the room's slot) to PostgreSQL, for rooms whose slots live on
+    three different masters (standalone: the same rooms, one stream)."""
+    if mode == "cluster":
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        rooms = [cluster.room_on(i, "arch") for i in range(3)]
+        assert len({cluster.master_of("{" + r + "}").port for r in rooms}) == 3
+    else:
+        rooms = ["arch-" + uuid.uuid4().hex[:8] for _ in range(3)]
+    store = RedisStore(url, dedupe_ttl=3600, archive=archive)
+    await store.open()
+    task, stop = start(redis, archive)
+    try:
+        user = {"id": "anon:archer", "name": "archer"}
+        for n, room in enumerate(rooms, start=1):
+            for i in range(10 * n):
+                await store.append(room, user, f"{room} {i}", f"c{i}", i)
+        await store.mark_read(user["id"], rooms[0], 5)
+        await wait_archived(redis, archive, {room: 10 * n for n, room in enumerate(rooms, start=1)})
+        assert [m["text"] for m in await archive.after(rooms[2], 28, 10)] == [f"{rooms[2]} 28", f"{rooms[2]} 29"]
+        await async_wait_for(lambda: no_pending(redis), what="nothing pending")
+    finally:
+        stop.set()
+        await task
+        await store.close()

@@ -19,11 +19,15 @@ ALICE = {"id": "anon:alice", "name": "alice"}
 BOB = {"id": "anon:bob", "name": "bob"}
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "cluster"])
 async def store(request, tmp_path, redis_server) -> AsyncIterator[MessageStore]:
+    """The contract's stores: SQLite, a standalone Redis, and a 3-master Redis Cluster
+    (each test's random room lands on whichever master owns its slot)."""
     s: MessageStore
     if request.param == "sqlite":
         s = SqliteStore(str(tmp_path / "chat.db"))
+    elif request.param == "cluster":
+        s = RedisStore(request.getfixturevalue("redis_cluster").url, dedupe_ttl=3600)
     else:
         s = RedisStore(redis_server.url, dedupe_ttl=3600)
     await s.open()
