@@ -15,17 +15,19 @@ so each socket sees every message once and in ``seq`` order. Everything else
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import socketio
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
+from backend import redis_client
 from backend.accel.direct_transport import transport_of
 from backend.accel.lean_websocket import text_frame
 from backend.relay import Relay
 from backend.room_channels import RoomChannels
+from backend.sharded_pubsub import ShardedSubscriber
 
 REVOKE_EVENT = "fc:revoke"
 """Published to every instance when a session ends: never delivered to a client."""
@@ -37,6 +39,8 @@ REVOKE_ROOM = "fc:revoke"
 NAMESPACE = "/"
 CALLBACK_PREFIX = b'{"method":"callback"'
 """How python-socketio's pub/sub ``callback`` message begins (orjson keeps its key order)."""
+PUBLISH_TIMEOUT = 2.0
+"""Seconds a publish over a cluster waits for its master (the subscribers wait forever)."""
 SHARED_CHANNEL = "fleetchat"
 """python-socketio's one pub/sub channel, for what has no room channel (``backend.room_channels``)."""
 
@@ -246,6 +250,11 @@ class FleetManager(RelayHook, socketio.AsyncRedisManager):
         payload = self.json.dumps(data)
         for retries_left in (1, 0):
             try:
+                if await self._in_cluster():
+                    client = await self._cluster_client()
+                    if channel == self.channel:
+                        return await client.publish(channel, payload)
+                    return await client.spublish(channel, payload)  # the room's slot's master
                 if not self.connected:
                     self._redis_connect()
                 return await self.redis.publish(channel, payload)
@@ -255,17 +264,35 @@ class FleetManager(RelayHook, socketio.AsyncRedisManager):
                     self._get_logger().error("cannot publish to Redis, giving up: %s", exc)
         return None
 
-    # -- listening ---------------------------------------------------------------------
+    # -- the Redis it talks to ----------------------------------------------------------
+
+    _cluster: bool | None = None
+    _cluster_redis: Any = None
+
+    async def _in_cluster(self) -> bool:
+        """Whether ``url`` names a Redis Cluster node (asked once: ``backend.redis_client``)."""
+        if self._cluster is None:
+            self._cluster = await redis_client.is_cluster(self.redis_url)
+        return self._cluster
+
+    async def _cluster_client(self) -> Any:
+        """The cluster client publishes go through (it routes SPUBLISH to the slot's master)."""
+        if self._cluster_redis is None:
+            options = {k: v for k, v in self.redis_options.items() if k != "health_check_interval"}
+            options["socket_timeout"] = PUBLISH_TIMEOUT
+            self._cluster_redis = await redis_client.connect(self.redis_url, **options)
+        return self._cluster_redis
 
     def _redis_connect(self) -> None:
         super()._redis_connect()
         # subscribe confirmations are wanted: they say when a room's channel is live
         self.pubsub = self.redis.pubsub()
 
+    # -- listening ---------------------------------------------------------------------
+
     async def _listen(self):  # type: ignore[no-untyped-def]
         """Every message on the shared channel and the rooms' channels; back within
         ``max_retry_sleep`` of Redis returning, with a sweep once subscribed."""
-        shared = self.channel.encode()
         # What this instance published comes back to it (pub/sub has no "not to
         # myself"); it was delivered here already. Skip it before decoding, by its
         # host_id, which a JSON string inside the message cannot spell (its quotes
@@ -274,31 +301,25 @@ class FleetManager(RelayHook, socketio.AsyncRedisManager):
         retry_sleep = 0.1
         while True:
             try:
-                self._redis_connect()
-                pubsub = self.pubsub
-                wanted = [self.channel, *self.routes.wanted()]
-                self.routes.attach(pubsub)
-                for start in range(0, len(wanted), 1000):
-                    await pubsub.subscribe(*wanted[start : start + 1000])
-                async for message in pubsub.listen():
-                    kind = message["type"]
+                events = self._sharded_events() if await self._in_cluster() else self._plain_events()
+                async for kind, channel, data in events:
                     if kind == "message":
                         if self.on_received is not None:
                             self.on_received()
-                        data = message["data"]
                         if own in data and not data.startswith(CALLBACK_PREFIX):
                             continue
                         yield data
                     elif kind == "subscribe":
-                        channel = message["channel"]
-                        if channel == shared:
+                        if channel == self.channel:
                             retry_sleep = 0.1
                             if self.on_resubscribe is not None:
                                 self.on_resubscribe()
                         else:
-                            self.routes.confirmed(channel.decode())
+                            self.routes.confirmed(channel)
                     elif kind == "unsubscribe":
-                        self.routes.unconfirmed(message["channel"].decode())
+                        self.routes.unconfirmed(channel)
+                    elif kind == "rehomed" and self.on_resubscribe is not None:
+                        self.on_resubscribe()  # channels of a failed master are back: sweep
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -306,6 +327,33 @@ class FleetManager(RelayHook, socketio.AsyncRedisManager):
                 self._get_logger().warning("pub/sub listener lost Redis (%s); retrying in %.1fs", exc, retry_sleep)
                 await asyncio.sleep(retry_sleep)
                 retry_sleep = min(retry_sleep * 2, self.max_retry_sleep)
+
+    async def _plain_events(self) -> AsyncIterator[tuple[str, str, Any]]:
+        """A standalone Redis: one connection, classic SUBSCRIBE for every channel."""
+        self._redis_connect()
+        pubsub = self.pubsub
+        wanted = [self.channel, *self.routes.wanted()]
+        self.routes.attach(pubsub)
+        for start in range(0, len(wanted), 1000):
+            await pubsub.subscribe(*wanted[start : start + 1000])
+        async for message in pubsub.listen():
+            kind = message["type"]
+            if kind in ("message", "subscribe", "unsubscribe"):
+                channel = message["channel"]
+                yield kind, channel.decode() if isinstance(channel, bytes) else channel, message["data"]
+
+    async def _sharded_events(self) -> AsyncIterator[tuple[str, str, Any]]:
+        """A Redis Cluster: room channels over sharded pub/sub (``backend.sharded_pubsub``)."""
+        cluster = await redis_client.connect(self.redis_url, **self.redis_options)
+        subscriber = ShardedSubscriber(cluster, self.channel, self.redis_options)
+        try:
+            self.routes.attach(subscriber)
+            await subscriber.start(self.routes.wanted())
+            while True:
+                yield await subscriber.events.get()
+        finally:
+            await subscriber.close()
+            await cluster.aclose()
 
     on_epoch: Callable[[dict[str, Any]], None] | None = None
     """Resets this instance's relays for a room whose history began again (backend.chat.apply_epoch)."""
