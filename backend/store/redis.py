@@ -15,6 +15,7 @@ the store and its publish. Two instances can never hand out the same
 from __future__ import annotations
 
 import contextlib
+import logging
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -41,6 +42,8 @@ from backend.store.base import (
     StoreUnavailable,
     Update,
 )
+
+log = logging.getLogger(__name__)
 
 ROOMS_KEY = "fc:rooms"
 PRIVATE_KEY = "fc:private"
@@ -1001,7 +1004,14 @@ class RedisStore(MessageStore):
         script stores nothing); raises ``RateLimited`` when there is none."""
         if not self.cluster or self._user_rate[0] == "0":
             return False
-        wait = await self._call("take", ["fc:rate:" + user_id], list(self._user_rate))
+        try:
+            wait = await self._call("take", ["fc:rate:" + user_id], list(self._user_rate))
+        except StoreUnavailable as exc:
+            # The bucket's master is down: the room's may not be. Sends go on under the
+            # per-connection limit alone rather than a lost master silencing every user
+            # whose bucket it held, in every room.
+            log.warning("fleet-wide rate of %s not checked (its master is away: %s)", user_id, exc)
+            return False
         if wait is not None:
             raise RateLimited(int(wait) / 1000)
         return True
