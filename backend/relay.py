@@ -66,6 +66,8 @@ class Relay:
         self._last: dict[str, int] = {}
         self._held: dict[str, dict[int, Message]] = {}
         self._fills: dict[str, asyncio.Task[None]] = {}
+        self._resets: dict[str, int] = {}
+        """Times each room was reset: a sweep whose read spans a reset compares nothing."""
         self._sweeps: set[asyncio.Task[None]] = set()
         self.counts = counts or RelayCounts()
 
@@ -77,13 +79,16 @@ class Relay:
     def reset(self, room: str, last_seq: int = 0) -> None:
         """The room's history began again (a new epoch): relay it from ``last_seq`` on."""
         if room in self._last:
+            resets = self._resets.get(room, 0) + 1
             self.untrack(room)
             self._last[room] = last_seq
+            self._resets[room] = resets
 
     def untrack(self, room: str) -> None:
         """No local listener is left in ``room``."""
         self._last.pop(room, None)
         self._held.pop(room, None)
+        self._resets.pop(room, None)
         task = self._fills.pop(room, None)
         if task:
             task.cancel()
@@ -180,10 +185,15 @@ class Relay:
         if not rooms:
             return
         asked_at = [self._last[room] for room in rooms]
+        resets = [self._resets.get(room, 0) for room in rooms]
         newest = await self._newest(rooms)
-        for room, seq, before in zip(rooms, newest, asked_at, strict=True):
+        for room, seq, before, reset in zip(rooms, newest, asked_at, resets, strict=True):
             last = self._last.get(room)
             if last is None:
+                continue
+            if self._resets.get(room, 0) != reset:
+                # the room began a new epoch while the read was in flight: what was read
+                # may be from before it, and a lower seq is no loss (the next sweep looks)
                 continue
             # Compare with what was delivered before asking: messages relayed
             # while the read was in flight make ``seq < last`` without any loss.

@@ -117,3 +117,39 @@ async def test_untracked_rooms_are_ignored_and_tracking_starts_after_history():
     relay.track("r", 1)
     relay.accept(store.add(2))
     assert out == [2]
+
+
+class SlowNewest(ListStore):
+    """``last_seqs`` answers what the store held when it was asked, once ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def last_seqs(self, rooms):  # type: ignore[override]
+        held = len(self.log)
+        await self.release.wait()
+        return [held for _ in rooms]
+
+
+async def _sweep_across(reset: bool) -> list[str]:
+    store = SlowNewest()
+    regressed: list[str] = []
+    relay = Relay(store, lambda room, m: None, on_regress=regressed.append)
+    relay.track("r", 0)
+    for seq in range(1, 6):
+        relay.accept(store.add(seq))
+    store.log.clear()  # the store lost its history: it answers 0, below the 5 delivered
+    sweep = asyncio.create_task(relay.sweep())
+    await asyncio.sleep(0)
+    if reset:
+        relay.reset("r", 0)  # a new epoch began while the read was in flight
+        relay.accept(store.add(1))
+    store.release.set()
+    await sweep
+    return regressed
+
+
+async def test_a_sweep_finds_lost_history_but_not_across_a_new_epoch():
+    assert await _sweep_across(reset=False) == ["r"], "history below what was delivered: a loss"
+    assert await _sweep_across(reset=True) == [], "read before the epoch began: no second new epoch"
