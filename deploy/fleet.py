@@ -200,6 +200,27 @@ async def http_body(port: int, path: str, timeout: float = 1.0) -> bytes | None:
     return response.partition(b"\r\n\r\n")[2].strip() if response is not None else None
 
 
+CLUSTER_ARGS = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"]
+"""A cluster node: its config beside its data, a failure noticed within 5 s."""
+
+
+async def redis_cluster_ok(port: int) -> bool:
+    """The node on ``port`` says the cluster is formed and serves every slot."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1.0)
+    except (OSError, TimeoutError):
+        return False
+    try:
+        writer.write(b"*2\r\n$7\r\nCLUSTER\r\n$4\r\nINFO\r\n")
+        await writer.drain()
+        reply = await asyncio.wait_for(reader.read(4096), 1.0)
+        return b"cluster_state:ok" in reply
+    except (OSError, TimeoutError):
+        return False
+    finally:
+        writer.close()
+
+
 async def redis_answers(port: int) -> bool:
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1.0)
@@ -293,6 +314,8 @@ class Ports:
     ui: list[int]
     postgres: int | None = None
     """None: no PostgreSQL, Redis alone keeps the history."""
+    cluster: list[tuple[int, int]] = field(default_factory=list)
+    """``--redis-cluster``: (port, cluster bus port) of each master; the first is ``redis``'s."""
 
 
 class Fleet:
@@ -320,6 +343,8 @@ class Fleet:
 
     @property
     def redis_url(self) -> str:
+        if self.ports.cluster:  # any node of the cluster: the backend finds the others (INFO cluster)
+            return f"redis://127.0.0.1:{self.ports.redis}"
         return f"redis://127.0.0.1:{self.ports.redis}/0"
 
     @property
@@ -357,6 +382,42 @@ class Fleet:
         data.mkdir(parents=True, exist_ok=True)
         argv = redis_argv(exe, self.ports.redis, data)
         return Child("redis", argv, dict(os.environ), self.logs / "redis.log", port=self.ports.redis)
+
+    def _cluster_nodes(self) -> list[Child]:
+        """``--redis-cluster``: one redis-server per master, each with its own dir and bus port."""
+        exe = find_executable("redis-server")
+        if exe is None:
+            raise SystemExit("redis-server is not installed: scripts/bootstrap.sh apt:redis-server")
+        nodes = []
+        for index, (port, bus) in enumerate(self.ports.cluster, start=1):
+            data = self.state_dir / f"redis-cluster-{index}"
+            data.mkdir(parents=True, exist_ok=True)
+            argv = [*redis_argv(exe, port, data), *CLUSTER_ARGS, "--cluster-port", str(bus)]
+            name = "redis" if index == 1 else f"redis.{index}"
+            nodes.append(Child(name, argv, dict(os.environ), self.logs / f"{name}.log", port=port))
+        return nodes
+
+    async def _form_cluster(self) -> None:
+        """Join the masters into one cluster the first time (their nodes.conf keeps it after)."""
+        if await redis_cluster_ok(self.ports.redis):
+            return
+        cli = find_executable("redis-cli")
+        if cli is None:
+            raise SystemExit("redis-cli is not installed: scripts/bootstrap.sh apt:redis-server")
+        addresses = [f"127.0.0.1:{port}" for port, _ in self.ports.cluster]
+        proc = await asyncio.create_subprocess_exec(
+            cli,
+            "--cluster",
+            "create",
+            *addresses,
+            "--cluster-yes",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise SystemExit(f"redis-cli --cluster create failed: {err.decode(errors='replace')[-500:]}")
+        await wait_until(lambda: redis_cluster_ok(self.ports.redis), 30, "the Redis Cluster to say cluster_state:ok")
 
     def _postgres(self) -> Child:
         """Debian's PostgreSQL in a cluster of the fleet's own (created on the first start)."""
@@ -586,9 +647,15 @@ class Fleet:
 
     async def start(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
-        redis = self._redis()
-        await self._launch(redis)
-        await self._expect_up(lambda: redis_answers(self.ports.redis), 15, redis, "redis-server")
+        if self.ports.cluster:
+            for node in self._cluster_nodes():
+                await self._launch(node)
+                await self._expect_up(lambda n=node: redis_answers(n.port), 15, node, f"{node.name} (cluster)")
+            await self._form_cluster()
+        else:
+            redis = self._redis()
+            await self._launch(redis)
+            await self._expect_up(lambda: redis_answers(self.ports.redis), 15, redis, "redis-server")
         if self.ports.postgres is not None:
             postgres = self._postgres()
             await self._launch(postgres)
@@ -621,7 +688,8 @@ class Fleet:
     async def stop(self) -> None:
         self.stopping.set()
         uis = [name for name in self.children if name.startswith("ui.")]
-        order = [*uis, "worker", "nginx", *[c.name for c in self.web], "redis", "postgres"]
+        nodes = [name for name in self.children if name.startswith("redis.")]
+        order = [*uis, "worker", "nginx", *[c.name for c in self.web], "redis", *nodes, "postgres"]
         for name in order:
             child = self.children.get(name)
             if child is not None:
@@ -679,6 +747,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-worker", action="store_true", help="skip the worker (mentions and the archiver)")
     p.add_argument("--postgres-port", type=int, default=int(env("FLEET_POSTGRES_PORT", "5490")))
     p.add_argument("--no-postgres", action="store_true", help="no system of record: Redis alone keeps the history")
+    p.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        default=env("FLEET_REDIS_CLUSTER", "") not in ("", "0"),
+        help="a 3-master Redis Cluster (from --redis-port on) instead of one Redis",
+    )
     return p.parse_args(argv)
 
 
@@ -695,9 +769,13 @@ def choose_ports(args: argparse.Namespace) -> Ports:
     count = 0 if args.no_ui else args.ui_processes
     ui = [pick(0 if args.ui_port == 0 else args.ui_port + i, f"ui.{i + 1}") for i in range(count)]
     postgres = None if args.no_postgres else pick(args.postgres_port, "postgres")
-    return Ports(
-        lb=pick(args.lb_port, "nginx"), redis=pick(args.redis_port, "redis"), web=web, ui=ui, postgres=postgres
-    )
+    redis = pick(args.redis_port, "redis")
+    cluster = []
+    if args.redis_cluster:
+        # three masters on consecutive ports from --redis-port, each bus port 100 above
+        ports = [redis, *(pick(0 if args.redis_port == 0 else args.redis_port + i, "redis") for i in (1, 2))]
+        cluster = [(port, pick(0 if args.redis_port == 0 else port + 100, "redis bus")) for port in ports]
+    return Ports(lb=pick(args.lb_port, "nginx"), redis=redis, web=web, ui=ui, postgres=postgres, cluster=cluster)
 
 
 def main(argv: list[str] | None = None) -> int:
