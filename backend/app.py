@@ -181,7 +181,7 @@ def _measure_lag(redis: Any, gauge: Any) -> Callable[[], Awaitable[None]]:
 def _bus_ping(manager: Any, metrics: Metrics) -> Any:
     async def ping() -> bool:
         try:
-            return bool(await manager.redis.ping())
+            return await manager.ping()
         except Exception:
             metrics.redis_errors.labels("readyz").inc()
             return False

@@ -283,6 +283,14 @@ class FleetManager(RelayHook, socketio.AsyncRedisManager):
             self._cluster_redis = await redis_client.connect(self.redis_url, **options)
         return self._cluster_redis
 
+    async def ping(self) -> bool:
+        """The pub/sub Redis answers (``/readyz``): every master, in a cluster."""
+        if await self._in_cluster():
+            return bool(await (await self._cluster_client()).ping())
+        if not self.connected or self.redis is None:
+            self._redis_connect()
+        return bool(await self.redis.ping())
+
     def _redis_connect(self) -> None:
         super()._redis_connect()
         # subscribe confirmations are wanted: they say when a room's channel is live
