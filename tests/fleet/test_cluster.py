@@ -176,3 +176,40 @@ async def test_losing_a_master_refuses_its_rooms_and_spares_the_others(fleet, cl
         await asyncio.sleep(0.2)
     await async_wait_for(lambda: bob.texts(lost) == ["before", "after"], timeout=30, what="delivery after the restart")
     assert "during" not in bob.texts(lost)
+
+
+async def test_a_failover_to_a_replica_loses_no_acknowledged_message(fleet, clients):
+    cluster = RedisCluster(masters=3, replicas=1)
+    cluster.start()
+    try:
+        a, b = fleet(2, redis=cluster)
+        r = cluster.room_on(0, "fo")
+        sender = await clients(a.url, "sender")
+        reader = await clients(b.url, "reader")
+        await sender.join(r)
+        await reader.join(r)
+        acked: list[str] = []
+        for n in range(20):
+            ack = await sender.send(r, f"m{n:02d}", client_id=f"c{n}")
+            assert ack["ok"], ack
+            acked.append(f"m{n:02d}")
+        await async_wait_for(lambda: reader.texts(r) == acked, what="delivery before the failover")
+        master = cluster.master_of(r)
+        cluster.kill(master)
+        await async_wait_for(lambda: cluster.master_of(r) is not master, timeout=30, what="a replica promoted")
+        for n in range(20, 30):
+            started = time.monotonic()
+            while True:  # refused while the slot has no master: resent with the same client_id
+                ack = await sender.send(r, f"m{n:02d}", client_id=f"c{n}")
+                if ack.get("ok"):
+                    break
+                assert ack["error"] == "unavailable" and time.monotonic() - started < 30, ack
+                await asyncio.sleep(0.2)
+            acked.append(f"m{n:02d}")
+        await async_wait_for(lambda: reader.texts(r)[-1:] == acked[-1:], timeout=30, what="delivery after it")
+        assert not reader.events["epoch"], "the replica had every acknowledged write: no history lost"
+        assert reader.texts(r) == acked, "every acknowledged message delivered once, in order"
+        history = await reader.call("history", {"room": r, "limit": 100})
+        assert [m["text"] for m in history["messages"]] == acked
+    finally:
+        cluster.stop()
