@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -35,18 +34,16 @@ import urllib.request
 from pathlib import Path
 
 from bench.run import (
-    HOST,
     LOADGEN_DIR,
     ROOT,
     BenchError,
+    Fleet,
     Loadgen,
-    Proc,
     Redis,
+    TargetSpec,
     ensure_npm_deps,
     find_node,
-    free_port,
     process_tree,
-    wait_ready,
 )
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -64,37 +61,23 @@ def cpu_seconds(pid: int) -> float:
     return total / TICKS
 
 
-class Instances:
-    """``n`` hypercorn instances of the fleetchat checkout at ``code`` over ``redis``."""
+class Instances(Fleet):
+    """``n`` instances of the fleetchat checkout at ``code`` over ``redis``, with the
+    Procfile's server flags (bench.run's ``Fleet``, the load generator's limits lifted)."""
 
     def __init__(self, code: Path, n: int, redis: Redis, logdir: Path, tag: str) -> None:
-        self.procs: list[Proc] = []
-        self.ports: list[int] = []
-        env = dict(os.environ)
-        env.update(
-            REDIS_URL=redis.url,
-            PYTHONUNBUFFERED="1",
-            CHAT_RATE="100000",
-            CHAT_RATE_BURST="100000",
-            CHAT_CONNECTS_PER_MINUTE="0",
-            CHAT_MAX_CONNECTIONS="1000000",
+        spec = TargetSpec(
+            name="fleetchat",
+            label=f"fleetchat ({code.name})",
+            instances=n,
+            extra=["--workers", "0", "--worker-class", "uvloop"],
+            env={"CHAT_ACCEL": "on"},
+            root=code,
         )
-        try:
-            for i in range(n):
-                port = free_port()
-                argv = [sys.executable, "-m", "hypercorn", "backend.app:asgi", "--bind", f"{HOST}:{port}"]
-                argv += ["--workers", "0", "--worker-class", "uvloop"]
-                proc = Proc(f"{tag}#{i}", argv, code, {**env, "PORT": str(port)}, logdir / f"{tag}-{i}.log")
-                self.procs.append(proc)
-                self.ports.append(port)
-            for proc, port in zip(self.procs, self.ports, strict=True):
-                wait_ready(proc, port)
-        except BaseException:
-            self.stop()
-            raise
+        super().__init__(spec, redis, "", logdir, tag)
 
     def url(self, i: int) -> str:
-        return f"http://{HOST}:{self.ports[i]}"
+        return self.urls[i]
 
     def cpu(self) -> list[float]:
         return [cpu_seconds(p.pid) for p in self.procs]
@@ -107,10 +90,6 @@ class Instances:
             found = [line for line in text.splitlines() if line.startswith("fleetchat_pubsub_received_total ")]
             counts.append(float(found[0].rsplit(" ", 1)[1]) if found else None)
         return counts
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            proc.stop()
 
 
 def run_rooms(
