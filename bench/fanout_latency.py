@@ -25,11 +25,10 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import urllib.request
 from pathlib import Path
 
-from bench.routing import Instances
-from bench.run import LOADGEN_DIR, ROOT, BenchError, Loadgen, Redis, ensure_npm_deps, find_node
+from bench.routing import Instances, sample, scrape
+from bench.run import LOADGEN_DIR, ROOT, Redis, ensure_npm_deps, find_node, run_room
 
 PARTS = {
     "append": "fleetchat_append_seconds",
@@ -38,20 +37,14 @@ PARTS = {
 }
 
 
-def histogram(url: str, name: str) -> list[tuple[float, float]]:
-    """(upper bound, cumulative count) of one histogram on ``url``'s /metrics."""
-    text = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
+def histogram(text: str, name: str) -> list[tuple[float, float]]:
+    """(upper bound, cumulative count) of one histogram in a ``/metrics`` text."""
     out = []
     for line in text.splitlines():
         if line.startswith(name + "_bucket{"):
             le = line.split('le="', 1)[1].split('"', 1)[0]
             out.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
     return out
-
-
-def counter(url: str, name: str) -> float:
-    text = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " "))
 
 
 def quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
@@ -70,8 +63,8 @@ def quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
     return None
 
 
-def merged(urls: list[str], name: str) -> list[tuple[float, float]]:
-    per = [histogram(u, name) for u in urls]
+def merged(texts: list[str], name: str) -> list[tuple[float, float]]:
+    per = [histogram(text, name) for text in texts]
     return [(per[0][i][0], sum(p[i][1] for p in per)) for i in range(len(per[0]))]
 
 
@@ -89,44 +82,35 @@ def main(argv: list[str] | None = None) -> int:
     redis = Redis(logdir)
     fleet = Instances(ROOT, 2, redis, logdir, "fl")
     try:
-        urls = [fleet.url(0), fleet.url(1)]
-        cfg = {
-            "mode": "room",
-            "urls": urls,
-            "room": "bench-fanout",
-            "clients": args.clients,
-            "senders": args.senders,
-            "rate": args.rate,
-            "window": 1,
-            "duration": args.duration,
-            "warmup": 1,
-            "workers": 2,
-            "textBytes": 32,
-            "connectTimeout": 30,
-            "drainTimeout": 10,
-        }
-        gen = Loadgen(node, cfg, logdir / "loadgen.log")
-        try:
-            bound = 30 + args.duration + 60
-            if gen.until("ready", bound).get("event") != "ready":
-                raise BenchError("load generator failed to set up")
-            result = gen.until("result", bound)
-        finally:
-            gen.close()
-        if not result.get("ok"):
-            raise BenchError(f"load generator failed: {result.get('error')}")
+        # bench.run's fan-out scenario, with its load generator settings
+        settings = argparse.Namespace(
+            warmup=1, loadgen_workers=2, text_bytes=32, connect_timeout=30, drain_timeout=10, py_spy=None
+        )
+        result = run_room(
+            settings,
+            node,
+            fleet,
+            logdir / "loadgen.log",
+            clients=args.clients,
+            senders=args.senders,
+            rate=args.rate,
+            duration=args.duration,
+            window=1,
+            room="bench-fanout",
+        )
+        texts = [scrape(url) for url in fleet.urls]
         report = {
-            "client_send_to_receive_p50_ms": result["latency"]["p50_ms"],
-            "client_send_to_receive_p99_ms": result["latency"]["p99_ms"],
-            "client_send_to_ack_p50_ms": result["ack_latency"]["p50_ms"],
+            "client_send_to_receive_p50_ms": result["p50_ms"],
+            "client_send_to_receive_p99_ms": result["p99_ms"],
+            "client_send_to_ack_p50_ms": result["ack_p50_ms"],
             "deliveries_per_s": result["deliveries_per_s"],
-            "loss": result["missing"],
+            "loss": result["loss"],
             "messages_acked": result["acked"],
-            "relay_held": sum(counter(u, "fleetchat_relay_held_total") for u in urls),
-            "relay_replayed": sum(counter(u, "fleetchat_relay_replayed_total") for u in urls),
+            "relay_held": sum(sample(t, "fleetchat_relay_held_total") or 0 for t in texts),
+            "relay_replayed": sum(sample(t, "fleetchat_relay_replayed_total") or 0 for t in texts),
         }
         for part, name in PARTS.items():
-            buckets = merged(urls, name)
+            buckets = merged(texts, name)
             report[part + "_p50_ms"] = quantile(buckets, 0.5)
             report[part + "_p90_ms"] = quantile(buckets, 0.9)
     finally:

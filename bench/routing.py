@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import tempfile
 import threading
@@ -41,24 +40,23 @@ from bench.run import (
     Loadgen,
     Redis,
     TargetSpec,
+    cpu_s,
     ensure_npm_deps,
     find_node,
-    process_tree,
 )
 
-TICKS = os.sysconf("SC_CLK_TCK")
+
+def scrape(url: str) -> str:
+    """The instance's ``/metrics`` text."""
+    return urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of ``pid``'s process tree so far."""
-    total = 0
-    for p in process_tree(pid):
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / TICKS
+def sample(text: str, name: str) -> float | None:
+    """The value of the unlabelled sample ``name`` in a ``/metrics`` text, None if it has none."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
 
 
 class Instances(Fleet):
@@ -80,16 +78,11 @@ class Instances(Fleet):
         return self.urls[i]
 
     def cpu(self) -> list[float]:
-        return [cpu_seconds(p.pid) for p in self.procs]
+        return [cpu_s([p.pid]) for p in self.procs]
 
     def received(self) -> list[float | None]:
         """Each instance's ``fleetchat_pubsub_received_total`` (None where the checkout has no such metric)."""
-        counts: list[float | None] = []
-        for i in range(len(self.ports)):
-            text = urllib.request.urlopen(self.url(i) + "/metrics", timeout=5).read().decode()
-            found = [line for line in text.splitlines() if line.startswith("fleetchat_pubsub_received_total ")]
-            counts.append(float(found[0].rsplit(" ", 1)[1]) if found else None)
-        return counts
+        return [sample(scrape(url), "fleetchat_pubsub_received_total") for url in self.urls]
 
 
 def run_rooms(
