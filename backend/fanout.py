@@ -210,16 +210,20 @@ class FleetManager(RelayHook, socketio.AsyncRedisManager):
 
     # -- who listens where ----------------------------------------------------------
 
+    def _in_routed_room(self, sid: str, namespace: str, room: Any) -> bool:
+        """``sid`` is a listener of ``room`` and the room has a channel (not its own sid room)."""
+        return room != sid and self.routes.routed(room) and sid in self.rooms.get(namespace, {}).get(room, ())
+
     def basic_enter_room(self, sid, namespace, room, eio_sid=None):  # type: ignore[no-untyped-def]
-        fresh = room is not None and room != sid and sid not in self.rooms.get(namespace, {}).get(room, ())
+        was = self._in_routed_room(sid, namespace, room)
         super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
-        if fresh and self.routes.routed(room):
+        if not was and self._in_routed_room(sid, namespace, room):
             self.routes.add(room)
 
     def basic_leave_room(self, sid, namespace, room):  # type: ignore[no-untyped-def]
-        present = room is not None and room != sid and sid in self.rooms.get(namespace, {}).get(room, ())
+        was = self._in_routed_room(sid, namespace, room)
         super().basic_leave_room(sid, namespace, room)
-        if present and self.routes.routed(room):
+        if was:
             self.routes.remove(room)
 
     def hold(self, room: str) -> None:

@@ -100,12 +100,7 @@ class RoomChannels:
         self._refs.pop(room, None)
         channel = self.channel(room)
         if channel in self._active and channel not in self._drops:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # no loop (tests of the bookkeeping): drop at once
-                self._drop(room)
-                return
-            self._drops[channel] = loop.call_later(self.linger, self._drop, room)
+            self._drops[channel] = asyncio.get_running_loop().call_later(self.linger, self._drop, room)
 
     def _drop(self, room: str) -> None:
         channel = self.channel(room)
@@ -176,10 +171,7 @@ class RoomChannels:
         if self._flushing or self._pubsub is None:
             return  # sent with the next batch, or with ``wanted()`` when the listener reconnects
         self._flushing = True
-        try:
-            asyncio.get_running_loop().call_soon(self._flush)
-        except RuntimeError:
-            self._flushing = False
+        asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flushing = False

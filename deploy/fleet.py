@@ -204,35 +204,31 @@ CLUSTER_ARGS = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf
 """A cluster node: its config beside its data, a failure noticed within 5 s."""
 
 
-async def redis_cluster_ok(port: int) -> bool:
-    """The node on ``port`` says the cluster is formed and serves every slot."""
+async def _redis_reply(port: int, command: bytes) -> bytes | None:
+    """One raw RESP command to the Redis on ``port`` and the start of its reply; None if it does not answer."""
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1.0)
-    except (OSError, TimeoutError):
-        return False
+    except (TimeoutError, OSError):
+        return None
     try:
-        writer.write(b"*2\r\n$7\r\nCLUSTER\r\n$4\r\nINFO\r\n")
+        writer.write(command)
         await writer.drain()
-        reply = await asyncio.wait_for(reader.read(4096), 1.0)
-        return b"cluster_state:ok" in reply
-    except (OSError, TimeoutError):
-        return False
+        return await asyncio.wait_for(reader.read(4096), 1.0)
+    except (TimeoutError, OSError):
+        return None
     finally:
         writer.close()
+
+
+async def redis_cluster_ok(port: int) -> bool:
+    """The node on ``port`` says the cluster is formed and serves every slot."""
+    reply = await _redis_reply(port, b"*2\r\n$7\r\nCLUSTER\r\n$4\r\nINFO\r\n")
+    return reply is not None and b"cluster_state:ok" in reply
 
 
 async def redis_answers(port: int) -> bool:
-    try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1.0)
-    except (TimeoutError, OSError):
-        return False
-    try:
-        writer.write(b"PING\r\n")
-        return (await asyncio.wait_for(reader.readline(), 1.0)).startswith(b"+PONG")
-    except (TimeoutError, OSError):
-        return False
-    finally:
-        writer.close()
+    reply = await _redis_reply(port, b"PING\r\n")
+    return reply is not None and reply.startswith(b"+PONG")
 
 
 async def wait_until(check: Any, timeout: float, what: str, every: float = 0.1) -> None:

@@ -455,13 +455,12 @@ class RedisStore(MessageStore):
         self._scripts: dict[str, Any] = {}
         self._announce: tuple[str, str] = ("", "")
         self._channel_of: Callable[[str], str] | None = None
-        self._sharded = "0"
         self.cluster = False
         """A Redis Cluster (found at ``open``): every script then touches one slot (README, "Redis Cluster")."""
         self.on_epoch: Callable[[dict[str, Any]], None] | None = None
         """Told when this store begins a room's new epoch (the event it announced to the fleet)."""
 
-    def announce_on(self, channel: str | Callable[[str], str], host_id: str, sharded: bool = False) -> None:
+    def announce_on(self, channel: str | Callable[[str], str], host_id: str) -> None:
         """Publish every new message and change on python-socketio's pub/sub
         ``channel`` from inside the scripts, as an ``emit`` of event ``message``
         (or ``update``) to the room sent by ``host_id``: one round trip per write
@@ -471,14 +470,19 @@ class RedisStore(MessageStore):
 
         ``channel`` may be a function of the room (per-room channels such as
         ``fleetchat:{<room>}``, in the room's slot); over a cluster it must be, since a
-        script's keys, the channel among them, share one slot. ``sharded``: publish with
-        SPUBLISH (sharded pub/sub) instead of PUBLISH."""
+        script's keys, the channel among them, share one slot, and it is a sharded channel
+        (SPUBLISH, see ``_sharded``)."""
         if callable(channel):
             self._channel_of, name = channel, "per-room"
         else:
             self._channel_of, name = None, channel
         self._announce = (name, host_id)
-        self._sharded = "1" if sharded else "0"
+
+    @property
+    def _sharded(self) -> str:
+        """'1': the scripts publish with SPUBLISH. In a cluster a room's own channel is a
+        sharded one (``backend.sharded_pubsub``); anywhere else, classic PUBLISH."""
+        return "1" if self.cluster and self._channel_of is not None else "0"
 
     def _channel(self, room: str, slot_key: str) -> str:
         """The room's pub/sub channel, or "" when the script cannot announce: not told
@@ -497,8 +501,6 @@ class RedisStore(MessageStore):
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis: {exc}") from exc
         self.cluster = isinstance(self.redis, RedisCluster)
-        if self.cluster and self._channel_of is not None:
-            self._sharded = "1"  # a room's channel is a sharded one in a cluster (backend.room_channels)
         scripts = {
             "append": _APPEND,
             "change": _CHANGE,

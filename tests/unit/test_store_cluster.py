@@ -116,7 +116,7 @@ async def test_private_rooms_on_three_masters_stay_private(store: RedisStore, re
 async def test_per_room_channels_are_published_with_spublish(store: RedisStore, redis_cluster: RedisCluster) -> None:
     """The lead's layout: channel ``fleetchat:{<room>}`` in the room's slot, sharded pub/sub."""
     rooms = rooms_on_every_master(redis_cluster, "chan")
-    store.announce_on(lambda room: "fleetchat:{" + room + "}", "host-1", sharded=True)
+    store.announce_on(lambda room: "fleetchat:{" + room + "}", "host-1")
     listener = make_client(redis_cluster.url, cluster=True, socket_timeout=None)
     await listener.initialize()  # the slot map, which routes each shard channel
     pubsub = listener.pubsub()
