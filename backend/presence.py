@@ -14,9 +14,8 @@ import time
 from collections import defaultdict
 
 import orjson
-from redis.exceptions import RedisError
 
-from backend.redis_client import AnyRedis, RedisCluster
+from backend.redis_client import REDIS_FAILURES, AnyRedis, RedisCluster
 from backend.store.base import StoreUnavailable
 
 User = dict[str, str]
@@ -103,7 +102,7 @@ class RedisPresence(Presence):
     async def _call(self, coro):  # type: ignore[no-untyped-def]
         try:
             return await coro
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             raise StoreUnavailable(f"redis: {exc}") from exc
 
     async def _users(self, room: str) -> list[User]:

@@ -21,9 +21,14 @@ from urllib.parse import urlsplit, urlunsplit
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 
 AnyRedis = aioredis.Redis | RedisCluster
+REDIS_FAILURES = (RedisError, RedisClusterException, OSError)
+"""What a Redis call raises when Redis is away. A cluster client's ``SlotNotCoveredError``
+(its slot map lacking a dead master's slots, while it reloads it) is a
+``RedisClusterException``, which is not a ``RedisError``: callers catch this tuple."""
 """What the factory returns: both speak the same commands for single-slot work."""
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 from redis.retry import Retry
 
 from backend import lifecycle, redis_client
@@ -30,7 +30,7 @@ from backend.archiver import ARCHIVE_KEY, archived_key
 from backend.db.archive import Archive
 from backend.lifecycle import Change
 from backend.models import ChatError
-from backend.redis_client import AnyRedis, RedisCluster, partition_key
+from backend.redis_client import REDIS_FAILURES, AnyRedis, RedisCluster, partition_key
 from backend.store.base import (
     AppendResult,
     ChangeResult,
@@ -498,7 +498,7 @@ class RedisStore(MessageStore):
     async def open(self) -> None:
         try:
             self.redis = await connect(self._url)
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             raise StoreUnavailable(f"redis: {exc}") from exc
         self.cluster = isinstance(self.redis, RedisCluster)
         scripts = {
@@ -519,7 +519,7 @@ class RedisStore(MessageStore):
             await self.archive.open()
         try:
             await self._migrate_streams()
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             raise StoreUnavailable(f"redis: {exc}") from exc
 
     async def _migrate_streams(self) -> None:
@@ -551,13 +551,13 @@ class RedisStore(MessageStore):
         self._r()
         try:
             return await self._scripts[script](keys=keys, args=args)
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             raise StoreUnavailable(f"redis: {exc}") from exc
 
     async def ping(self) -> bool:
         try:
             return bool(await self._r().ping())
-        except (RedisError, OSError, StoreUnavailable):
+        except (*REDIS_FAILURES, StoreUnavailable):
             return False
 
     async def append(
@@ -689,7 +689,7 @@ class RedisStore(MessageStore):
         """One Redis command; a Redis that cannot be reached is ``StoreUnavailable``."""
         try:
             return await awaitable
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             raise StoreUnavailable(f"redis: {exc}") from exc
 
     async def _archive_read(self, awaitable: Any) -> Any:
@@ -760,7 +760,7 @@ class RedisStore(MessageStore):
                 pipe.hgetall(access_key)
                 pipe.exists(_keys(room)[2])
                 found, known = await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             raise StoreUnavailable(f"redis: {exc}") from exc
         if found:
             return RoomAccess(found.get(b"dm") == b"1", (found.get(b"owner") or b"").decode() or None)
@@ -781,7 +781,7 @@ class RedisStore(MessageStore):
                 if members:
                     pipe.sadd(members_key, *members)
                 await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             raise StoreUnavailable(f"redis: {exc}") from exc
         return RoomAccess(record[0], record[1])
 
@@ -838,7 +838,7 @@ class RedisStore(MessageStore):
                 for user in users:
                     (pipe.sadd if member else pipe.srem)(_user_rooms_key(user), room)
                 await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             raise StoreUnavailable(f"redis: {exc}") from exc
 
     async def is_member(self, room: str, user_id: str) -> bool:
@@ -882,7 +882,7 @@ class RedisStore(MessageStore):
                     for room, seq in marks.items():
                         pipe.hsetnx(_reads_key(user_id), room, seq)
                     await pipe.execute()
-            except (RedisError, OSError) as exc:
+            except REDIS_FAILURES as exc:
                 raise StoreUnavailable(f"redis: {exc}") from exc
         return marks
 
@@ -906,7 +906,7 @@ class RedisStore(MessageStore):
                 epoch, seq, rev = await r.mget(epoch_key, seq_key, rev_key)
                 if epoch is None:
                     return None
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             raise StoreUnavailable(f"redis: {exc}") from exc
         return RoomInfo(epoch.decode(), int(seq or 0), int(rev or 0))
 
