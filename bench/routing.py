@@ -13,7 +13,9 @@ commit before per-room routing), alternating, in one run:
   one instance, the same total load each time; light enough that the load
   generators leave the 2 cores to the servers). Reported:
   total deliveries/s, each instance's CPU, and CPU per delivery per instance, which
-  stays flat when an instance pays only for its own rooms.
+  stays flat when an instance pays only for its own rooms. As the control, one
+  instance alone with half and with a quarter of the rooms: the load each instance
+  of the 2- and 4-instance fleets carries, without the fleet.
 
     python -m bench.routing [--compare DIR] [--rounds 3] [--json OUT]
 
@@ -178,15 +180,22 @@ def ratio(node: str, code: Path, redis: Redis, args: argparse.Namespace, logdir:
 
 
 def scaling(node: str, code: Path, redis: Redis, args: argparse.Namespace, logdir: Path, tag: str) -> dict:
+    """The same total load over 1, 2 and 4 instances; then, as the control, one instance
+    carrying only what each instance of the 2- and 4-instance fleets carried (half and a
+    quarter of the rooms). CPU per delivery rises as an instance's load falls (fewer
+    deliveries share each wakeup and each write); the control says how much of a rise
+    across the curve is that, and how much is the fleet's size."""
     curve = {}
-    for n in (1, 2, 4):
+    points = [(n, args.rooms, str(n)) for n in (1, 2, 4)]
+    for rooms in {args.rooms // 2, args.rooms // 4} - {0}:
+        points.append((1, rooms, f"1 instance, {rooms} of the {args.rooms} rooms"))
+    for n, rooms, key in points:
         redis.flush()
-        fleet = Instances(code, n, redis, logdir, f"{tag}-n{n}")
+        label = f"{tag}-n{n}r{rooms}"
+        fleet = Instances(code, n, redis, logdir, label)
         try:
-            placement = [k % n for k in range(args.rooms)]
-            curve[str(n)] = run_rooms(
-                node, fleet, placement, args.scale_members, args.scale_rate, args, logdir, f"{tag}-n{n}"
-            )
+            placement = [k % n for k in range(rooms)]
+            curve[key] = run_rooms(node, fleet, placement, args.scale_members, args.scale_rate, args, logdir, label)
         finally:
             fleet.stop()
     return curve
@@ -211,7 +220,7 @@ def markdown(report: dict) -> str:
                 for n, res in entries.items():
                     per = ", ".join("-" if u is None else f"{u:.1f}" for u in res["us_per_delivery_by_instance"])
                     share = pct(res.get("bystander_share", [])) or "-"
-                    label = "ratio (3 instances)" if scenario == "ratio" else f"{n} instance(s)"
+                    label = "ratio (3 instances)" if scenario == "ratio" else f"{n} instance(s)" if n.isdigit() else n
                     heard = ", ".join(
                         "-" if h is None else f"{h:,.0f}" for h in res.get("pubsub_received_per_s_by_instance", [])
                     )
