@@ -2,10 +2,12 @@
 
     .venv/bin/python -m bench.run [--rounds 3] [--targets fleetchat,node,naive] ...
     .venv/bin/python -m bench.run --smoke          # tiny parameters, < 60 s
+    .venv/bin/python -m bench.run --redis-cluster  # every target over a 3-master Redis Cluster
 
-It starts its own redis-server on a free port, two instances of each target on
-free ports (127.0.0.1 only) and the Node load generator (bench/loadgen), and runs
-the scenarios, alternating targets within each round so that drift cancels:
+It starts its own redis-server on a free port (with --redis-cluster: three, joined
+into one Redis Cluster), two instances of each target on free ports (127.0.0.1 only)
+and the Node load generator (bench/loadgen), and runs the scenarios, alternating
+targets within each round so that drift cancels:
 
   fanout      N clients over the instances in one room, S senders at R msg/s:
               deliveries/s, p50/p99 delivery latency, loss
@@ -13,7 +15,8 @@ the scenarios, alternating targets within each round so that drift cancels:
   idle        connections opened to one instance within a bounded time (capped),
               and that instance's RSS growth per connection
 
-Each (round, target, scenario) gets fresh instances and an empty Redis. Results:
+Each (round, target, scenario) gets fresh instances and an empty Redis (every master
+of the cluster flushed). Results:
 bench/results/<timestamp>.json (every run plus medians) and bench/results/latest.md
 (the table, also printed). All loops are bounded in count and time.
 """
@@ -43,7 +46,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploy.fleet import free_port
+from deploy.fleet import cluster_args, cluster_create_argv, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
@@ -355,10 +358,14 @@ class Proc:
 
 
 class Redis:
-    def __init__(self, logdir: Path):
+    """The bench's own redis-server on a free port, keeping nothing on disk."""
+
+    cluster = False
+
+    def __init__(self, logdir: Path, name: str = "redis", extra: list[str] | None = None):
         self.port = free_port()
         self.proc = Proc(
-            "redis",
+            name,
             [
                 "redis-server",
                 "--port",
@@ -373,10 +380,11 @@ class Redis:
                 "20000",
                 "--loglevel",
                 "warning",
+                *(extra or []),
             ],
             ROOT,
             dict(os.environ),
-            logdir / "redis.log",
+            logdir / f"{name}.log",
         )
         self.url = f"redis://{HOST}:{self.port}/0"
         deadline = time.monotonic() + 10
@@ -386,6 +394,7 @@ class Redis:
                     return
             except OSError:
                 time.sleep(0.05)
+        self.proc.stop()
         raise BenchError(f"redis-server did not start: {self.proc.tail()}")
 
     def command(self, *args: str) -> str:
@@ -394,9 +403,18 @@ class Redis:
             s.sendall(payload.encode())
             return s.recv(4096).decode().strip()
 
+    @property
+    def pids(self) -> list[int]:
+        """The redis-server processes, for their CPU time."""
+        return [self.proc.pid]
+
     def info(self, section: str) -> str:
-        """One INFO section, read to its end (the reply is a bulk string)."""
-        payload = f"*2\r\n$4\r\nINFO\r\n${len(section)}\r\n{section}\r\n".encode()
+        """One INFO section, read to its end."""
+        return self.bulk("INFO", section)
+
+    def bulk(self, *args: str) -> str:
+        """A command whose reply is a bulk string (INFO, CLUSTER INFO), read to its end."""
+        payload = (f"*{len(args)}\r\n" + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)).encode()
         with socket.create_connection((HOST, self.port), timeout=5) as s:
             s.sendall(payload)
             data = b""
@@ -428,6 +446,69 @@ class Redis:
 
     def stop(self) -> None:
         self.proc.stop()
+
+
+class RedisCluster:
+    """``--redis-cluster``: three redis-servers (the same settings as ``Redis``, each with
+    its nodes.conf in a dir beside the logs and its cluster bus on a free port), joined by
+    ``redis-cli --cluster create`` into one cluster of three masters and no replicas.
+    ``url`` names the first node, as a deployment's ``REDIS_URL`` would; the clients find
+    the others from it. Flushing, command counts and CPU time cover every master."""
+
+    cluster = True
+
+    def __init__(self, logdir: Path, masters: int = 3):
+        self.nodes: list[Redis] = []
+        try:
+            for i in range(1, masters + 1):
+                data = logdir / f"redis-{i}"
+                data.mkdir(parents=True, exist_ok=True)
+                self.nodes.append(Redis(logdir, f"redis-{i}", ["--dir", str(data), *cluster_args(free_port())]))
+            cli = shutil.which("redis-cli")
+            if cli is None:
+                raise BenchError("redis-cli not found: it forms the cluster (Debian's redis-tools)")
+            argv = cluster_create_argv(cli, [n.port for n in self.nodes])
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+            if done.returncode != 0:
+                raise BenchError(f"redis-cli --cluster create failed: {(done.stdout + done.stderr)[-2000:]}")
+            deadline = time.monotonic() + 30
+            while not all(self._ok(n) for n in self.nodes):
+                if time.monotonic() > deadline:
+                    raise BenchError("the Redis Cluster did not say cluster_state:ok within 30 s")
+                time.sleep(0.1)
+        except BaseException:
+            self.stop()
+            raise
+        self.port = self.nodes[0].port
+        self.url = f"redis://{HOST}:{self.port}"
+
+    def _ok(self, node: Redis) -> bool:
+        try:
+            info = node.bulk("CLUSTER", "INFO")
+        except (OSError, ValueError):
+            return False
+        return "cluster_state:ok" in info and f"cluster_known_nodes:{len(self.nodes)}" in info
+
+    @property
+    def pids(self) -> list[int]:
+        return [n.proc.pid for n in self.nodes]
+
+    def commands(self) -> dict[str, int]:
+        """Calls per command since the last flush, summed over the masters."""
+        out: dict[str, int] = {}
+        for node in self.nodes:
+            for name, calls in node.commands().items():
+                out[name] = out.get(name, 0) + calls
+        return out
+
+    def flush(self) -> None:
+        """CONFIG RESETSTAT and FLUSHALL on every master (each holds its slots' keys)."""
+        for node in self.nodes:
+            node.flush()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
 
 
 @dataclass
@@ -494,9 +575,13 @@ def target_spec(entry: str, args: argparse.Namespace) -> TargetSpec:
         raise SystemExit(f"unknown target {kind!r}; choose from {ALL_TARGETS}")
     if server and (kind == "node" or server not in SERVERS):
         raise SystemExit(f"bad server {server!r} for {kind}; Python targets take one of {SERVERS}")
+    cluster = getattr(args, "redis_cluster", False)
     if kind == "node":
         extra = shlex.split(args.node_args)
-        return TargetSpec(entry, " ".join(["Node socket.io 4 + redis-adapter", *extra]), args.instances, True, extra)
+        desc = "Node socket.io 4 + redis-adapter"
+        if cluster:
+            desc = "Node socket.io 4 + sharded redis-adapter (Redis Cluster)"
+        return TargetSpec(entry, " ".join([desc, *extra]), args.instances, True, extra)
     default_server, default_args = (
         (args.fleetchat_server, args.fleetchat_args) if kind == "fleetchat" else (args.naive_server, args.naive_args)
     )
@@ -504,9 +589,10 @@ def target_spec(entry: str, args: argparse.Namespace) -> TargetSpec:
     extra = shlex.split(extra_s if rest else default_args)
     desc = " ".join([server, *extra])
     if kind == "naive":
-        return TargetSpec(
-            entry, f"naive python-socketio + AsyncRedisManager ({desc})", args.instances, True, extra, server
-        )
+        # over a cluster it talks to the first node only: classic pub/sub reaches every node
+        over = ", one node of a Redis Cluster" if cluster else ""
+        label = f"naive python-socketio + AsyncRedisManager ({desc}{over})"
+        return TargetSpec(entry, label, args.instances, True, extra, server)
     if not (root / "backend" / "app.py").exists():
         raise LookupError(f"fleetchat: backend/app.py not found in {root}")
     off = ", CHAT_ACCEL=off" if accel_env["CHAT_ACCEL"] == "off" else ""
@@ -515,7 +601,7 @@ def target_spec(entry: str, args: argparse.Namespace) -> TargetSpec:
     if args.fleetchat_mode == "embedded":
         label = f"fleetchat ({desc}, EMBEDDED: one instance, no Redis{off})"
         return TargetSpec(entry, label, 1, False, extra, server, kind="fleetchat", env=accel_env, root=root)
-    label = f"fleetchat ({desc}, Redis fleet{off})"
+    label = f"fleetchat ({desc}, Redis {'Cluster ' if cluster else ''}fleet{off})"
     return TargetSpec(entry, label, args.instances, True, extra, server, kind="fleetchat", env=accel_env, root=root)
 
 
@@ -539,7 +625,7 @@ def wait_ready(proc: Proc, port: int, timeout: float = 40) -> None:
 class Fleet:
     """The instances of one target, started fresh for one scenario."""
 
-    def __init__(self, spec: TargetSpec, redis: Redis, node: str, logdir: Path, tag: str):
+    def __init__(self, spec: TargetSpec, redis: Redis | RedisCluster, node: str, logdir: Path, tag: str):
         self.spec = spec
         self.redis = redis
         self.procs: list[Proc] = []
@@ -548,8 +634,11 @@ class Fleet:
             for i in range(spec.instances):
                 port = free_port()
                 argv, cwd, env = spec.command(port, node)
+                env.pop("REDIS_CLUSTER", None)
                 if spec.uses_redis:
-                    env["REDIS_URL"] = redis.url
+                    env["REDIS_URL"] = redis.url  # fleetchat asks the node whether it is a cluster
+                    if redis.cluster and spec.kind == "node":
+                        env["REDIS_CLUSTER"] = "1"  # createCluster + createShardedAdapter
                 else:
                     env.pop("REDIS_URL", None)
                 proc = Proc(f"{spec.name}#{i}", argv, cwd, env, logdir / f"{tag}-{i}.log")
@@ -711,10 +800,11 @@ def run_room(
 
 
 def usage(fleet: Fleet) -> dict:
-    """CPU seconds of the instances and of Redis, and Redis's command counts, now."""
+    """CPU seconds of the instances and of Redis, and Redis's command counts, now (summed over
+    the masters of a cluster)."""
     pids = [p.pid for p in fleet.procs]
     server, system = cpu_s(pids), cpu_s(pids, system_only=True)
-    redis = cpu_s([fleet.redis.proc.pid]) if fleet.spec.uses_redis else 0.0
+    redis = cpu_s(fleet.redis.pids) if fleet.spec.uses_redis else 0.0
     commands = fleet.redis.commands() if fleet.spec.uses_redis else {}
     return {"server": server, "system": system, "redis": redis, "commands": commands}
 
@@ -888,9 +978,10 @@ def markdown(report: dict) -> str:
     p = report["params"]
     summ = report["summary"]
     commit = f" at commit {report['commit']}" if report.get("commit") else ""
+    redis = f"a Redis {m['redis']} Cluster of 3 masters" if p.get("redis_cluster") else f"Redis {m['redis']}"
     lines = [
         f"Run {report['date']}{commit} on {m['cpu']}, {m['cores']} cores, {m['mem_gib']} GiB; "
-        f"Python {m['python']}, Node {m['node']}, Redis {m['redis']}; "
+        f"Python {m['python']}, Node {m['node']}, {redis}; "
         f"medians of {p['rounds']} alternating rounds; load generator ({p['loadgen_workers']} worker process(es)), "
         "Redis and both instances of each target share the machine.",
         "",
@@ -1033,6 +1124,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="extra ASGI server args for fleetchat (default: the Procfile's, uvloop in the server's own process)",
     )
     ap.add_argument("--node-args", default="")
+    ap.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="start a 3-master Redis Cluster (redis-server --cluster-enabled yes, redis-cli --cluster create) "
+        "instead of one redis-server, and point every target at it: REDIS_URL names its first node "
+        "(fleetchat detects the cluster), the Node peer gets REDIS_CLUSTER=1 (createCluster + "
+        "createShardedAdapter), the naive peer uses that node alone (classic pub/sub reaches every node); "
+        "every master is flushed between runs and Redis CPU and commands are summed over them",
+    )
     ap.add_argument("--naive-server", choices=SERVERS, default="hypercorn", help="ASGI server for the naive peer")
     ap.add_argument("--naive-args", default="", help="extra ASGI server args for the naive peer")
     ap.add_argument(
@@ -1113,7 +1213,9 @@ def main(argv: list[str] | None = None) -> int:
     log(f"machine: {machine['cpu']}, {machine['cores']} cores; node {machine['node']}; logs in {logdir}")
 
     runs: list[dict] = []
-    redis = Redis(logdir)
+    redis = RedisCluster(logdir) if args.redis_cluster else Redis(logdir)
+    if redis.cluster:
+        log(f"Redis Cluster of {len(redis.nodes)} masters on ports {', '.join(str(n.port) for n in redis.nodes)}")
     deadline_note = time.monotonic()
     try:
         for rnd in range(1, args.rounds + 1):

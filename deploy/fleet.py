@@ -40,7 +40,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,8 +200,20 @@ async def http_body(port: int, path: str, timeout: float = 1.0) -> bytes | None:
     return response.partition(b"\r\n\r\n")[2].strip() if response is not None else None
 
 
-CLUSTER_ARGS = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"]
-"""A cluster node: its config beside its data, a failure noticed within 5 s."""
+def cluster_args(bus_port: int, node_timeout_ms: int = 5000) -> list[str]:
+    """redis-server flags of a cluster node: its nodes.conf beside its data (its ``--dir``), its
+    cluster bus on ``bus_port`` (the default, port + 10000, may be taken or past 65535), a silent
+    master counted as failed after ``node_timeout_ms``. The one copy: the fleet, the tests'
+    ``RedisCluster`` and the bench (``--redis-cluster``) start their nodes with it."""
+    argv = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+    return [*argv, "--cluster-node-timeout", str(node_timeout_ms), "--cluster-port", str(bus_port)]
+
+
+def cluster_create_argv(cli: str, ports: Iterable[int], replicas: int = 0) -> list[str]:
+    """``redis-cli --cluster create`` joining the nodes on 127.0.0.1:``ports`` into one cluster
+    (``replicas`` per master), without asking; shared like ``cluster_args``."""
+    argv = [cli, "--cluster", "create", *(f"127.0.0.1:{port}" for port in ports)]
+    return [*argv, "--cluster-replicas", str(replicas), "--cluster-yes"]
 
 
 async def _redis_reply(port: int, command: bytes) -> bytes | None:
@@ -388,7 +400,7 @@ class Fleet:
         for index, (port, bus) in enumerate(self.ports.cluster, start=1):
             data = self.state_dir / f"redis-cluster-{index}"
             data.mkdir(parents=True, exist_ok=True)
-            argv = [*redis_argv(exe, port, data), *CLUSTER_ARGS, "--cluster-port", str(bus)]
+            argv = [*redis_argv(exe, port, data), *cluster_args(bus)]
             name = "redis" if index == 1 else f"redis.{index}"
             nodes.append(Child(name, argv, dict(os.environ), self.logs / f"{name}.log", port=port))
         return nodes
@@ -400,13 +412,8 @@ class Fleet:
         cli = find_executable("redis-cli")
         if cli is None:
             raise SystemExit("redis-cli is not installed: scripts/bootstrap.sh apt:redis-server")
-        addresses = [f"127.0.0.1:{port}" for port, _ in self.ports.cluster]
         proc = await asyncio.create_subprocess_exec(
-            cli,
-            "--cluster",
-            "create",
-            *addresses,
-            "--cluster-yes",
+            *cluster_create_argv(cli, (port for port, _ in self.ports.cluster)),
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
         )

@@ -29,7 +29,15 @@ from typing import Any
 import socketio
 from prometheus_client.parser import text_string_to_metric_families
 
-from deploy.fleet import backend_argv, free_port, postgres_account, postgres_bindir, redis_argv
+from deploy.fleet import (
+    backend_argv,
+    cluster_args,
+    cluster_create_argv,
+    free_port,
+    postgres_account,
+    postgres_bindir,
+    redis_argv,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -168,17 +176,6 @@ class RedisServer:
             return s.recv(65536)
 
 
-CLUSTER_NODE_ARGS = [
-    "--cluster-enabled",
-    "yes",
-    "--cluster-config-file",
-    "nodes.conf",
-    "--cluster-node-timeout",
-    "2000",
-]
-"""A cluster node: its own nodes.conf in its own dir; 2 s before a silent master counts as failed."""
-
-
 def _bulk(reply: bytes) -> str:
     """The text of a RESP bulk-string reply (``$<len>\\r\\n<text>\\r\\n``)."""
     if not reply.startswith(b"$"):
@@ -202,7 +199,7 @@ class RedisCluster:
         # The cluster bus defaults to port + 10000, which may be taken or past 65535: each
         # node gets a free port of its own for it.
         self.nodes = [
-            RedisServer(extra_args=[*CLUSTER_NODE_ARGS, "--cluster-port", str(free_port())])
+            RedisServer(extra_args=cluster_args(free_port(), node_timeout_ms=2000))
             for _ in range(masters * (1 + replicas))
         ]
 
@@ -216,8 +213,7 @@ class RedisCluster:
         cli = shutil.which("redis-cli")
         if cli is None:
             raise RuntimeError("redis-cli is not installed: run scripts/bootstrap.sh apt:redis-server")
-        argv = [cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes)]
-        argv += ["--cluster-replicas", str(self.replicas), "--cluster-yes"]
+        argv = cluster_create_argv(cli, (n.port for n in self.nodes), self.replicas)
         done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
         if done.returncode != 0:
             raise RuntimeError(f"redis-cli --cluster create failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")

@@ -23,14 +23,10 @@ def _node_available() -> bool:
     return local.exists() or shutil.which("node") is not None
 
 
-@pytest.mark.skipif(not shutil.which("redis-server"), reason="redis-server is not installed")
-@pytest.mark.skipif(not _node_available() or not shutil.which("npm"), reason="node/npm are not installed")
-def test_driver_end_to_end(tmp_path):
-    targets = ["node", "naive"]
-    if (ROOT / "backend" / "app.py").exists():
-        targets[:0] = ["fleetchat", "fleetchat-accel-off"]  # the fast path on and off, side by side
+def _run_driver(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+    """``bench.run --smoke`` with ``args``; it must succeed and write one report, returned."""
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--smoke", "--targets", ",".join(targets), "--out-dir", str(tmp_path)],
+        [sys.executable, "-m", "bench.run", "--smoke", *args, "--out-dir", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -39,7 +35,20 @@ def test_driver_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     reports = sorted(p for p in tmp_path.glob("*.json") if p.name != "latest.json")
     assert len(reports) == 1
-    report = json.loads(reports[0].read_text())
+    return proc, json.loads(reports[0].read_text())
+
+
+needs_redis = pytest.mark.skipif(not shutil.which("redis-server"), reason="redis-server is not installed")
+needs_node = pytest.mark.skipif(not _node_available() or not shutil.which("npm"), reason="node/npm are not installed")
+
+
+@needs_redis
+@needs_node
+def test_driver_end_to_end(tmp_path):
+    targets = ["node", "naive"]
+    if (ROOT / "backend" / "app.py").exists():
+        targets[:0] = ["fleetchat", "fleetchat-accel-off"]  # the fast path on and off, side by side
+    proc, report = _run_driver(tmp_path, "--targets", ",".join(targets))
     for key in ("date", "machine", "params", "targets", "scenarios", "runs", "summary", "ratios", "skipped"):
         assert key in report, key
     assert report["machine"]["cores"] >= 1 and report["machine"]["cpu"]
@@ -70,3 +79,31 @@ def test_driver_end_to_end(tmp_path):
     table = (tmp_path / "latest.md").read_text()
     assert "| target |" in table and "naive" in table
     assert "| target |" in proc.stdout
+
+
+@needs_redis
+@needs_node
+@pytest.mark.skipif(not shutil.which("redis-cli"), reason="redis-cli is not installed")
+@pytest.mark.skipif(not (ROOT / "backend" / "app.py").exists(), reason="no fleetchat in this tree")
+def test_driver_over_a_redis_cluster(tmp_path):
+    """``--redis-cluster``: fleetchat and the Node peer over a 3-master cluster the driver
+    starts itself; both publish with SPUBLISH (fleetchat's per-room channels, the Node
+    peer's sharded adapter), and the counts come from the masters together."""
+    _, report = _run_driver(
+        tmp_path, "--redis-cluster", "--targets", "fleetchat,node", "--scenarios", "fanout,saturation"
+    )
+    assert report["params"]["redis_cluster"] is True
+    assert "Redis Cluster" in report["labels"]["fleetchat"] and "sharded" in report["labels"]["node"]
+    assert len(report["runs"]) == 4
+    for run in report["runs"]:
+        assert "error" not in run, run
+        res = run["result"]
+        assert res["loss"] == 0 and res["ack_failures"] == 0 and res["duplicates"] == 0, run
+        assert res["acked"] > 0 and res["deliveries"] == res["expected_deliveries"]
+        commands = res["redis_commands_per_send"]
+        assert commands.get("spublish", 0) >= 1, commands  # not PUBLISH: the sharded channels
+        assert commands.get("publish", 0) == 0, commands
+        if run["target"] == "fleetchat":
+            assert commands.get("evalsha", 0) >= 1, commands
+    assert sorted(p.name for p in tmp_path.glob("logs/*/redis-*.log")) == ["redis-1.log", "redis-2.log", "redis-3.log"]
+    assert "Cluster of 3 masters" in (tmp_path / "latest.md").read_text()

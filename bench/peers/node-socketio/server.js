@@ -6,15 +6,22 @@
 // seq/id come from a per-instance, per-room counter (no shared store).
 //
 //   PORT=8001 REDIS_URL=redis://127.0.0.1:6390/0 node server.js
+//
+// With REDIS_CLUSTER=1, REDIS_URL names one node of a Redis Cluster: node-redis's
+// createCluster finds the others from it, and the adapter is the sharded one
+// (createShardedAdapter: SPUBLISH/SSUBSCRIBE, a channel per room by default).
+//
+//   PORT=8001 REDIS_URL=redis://127.0.0.1:7000 REDIS_CLUSTER=1 node server.js
 
 const http = require('http');
 const { Server } = require('socket.io');
-const { createAdapter } = require('@socket.io/redis-adapter');
-const { createClient } = require('redis');
+const { createAdapter, createShardedAdapter } = require('@socket.io/redis-adapter');
+const { createClient, createCluster } = require('redis');
 
 const PORT = parseInt(process.env.PORT || '8000', 10);
 const HOST = process.env.HOST || '127.0.0.1';
 const REDIS_URL = process.env.REDIS_URL || 'redis://127.0.0.1:6379/0';
+const CLUSTER = !['', '0'].includes(process.env.REDIS_CLUSTER || '');
 const MAX_TEXT = 4000;
 
 function fail(ack, error, detail) {
@@ -22,7 +29,7 @@ function fail(ack, error, detail) {
 }
 
 async function main() {
-  const pubClient = createClient({ url: REDIS_URL });
+  const pubClient = CLUSTER ? createCluster({ rootNodes: [{ url: REDIS_URL }] }) : createClient({ url: REDIS_URL });
   const subClient = pubClient.duplicate();
   pubClient.on('error', (e) => console.error('redis pub error', e.message));
   subClient.on('error', (e) => console.error('redis sub error', e.message));
@@ -38,7 +45,7 @@ async function main() {
     res.end();
   });
   const io = new Server(httpServer, {
-    adapter: createAdapter(pubClient, subClient),
+    adapter: CLUSTER ? createShardedAdapter(pubClient, subClient) : createAdapter(pubClient, subClient),
     cors: { origin: '*' },
   });
   const seqs = new Map();
@@ -84,7 +91,7 @@ async function main() {
     });
   });
 
-  httpServer.listen(PORT, HOST, () => console.error(`node-socketio peer on ${HOST}:${PORT}`));
+  httpServer.listen(PORT, HOST, () => console.error(`node-socketio peer on ${HOST}:${PORT}${CLUSTER ? ' (Redis Cluster, sharded adapter)' : ''}`));
   const stop = () => {
     io.close();
     Promise.allSettled([pubClient.quit(), subClient.quit()]).finally(() => process.exit(0));
