@@ -47,19 +47,25 @@ class RoomChannels:
     Redis to confirm a room's subscription: from then on every publish to it
     reaches this instance, so history read afterwards and live delivery meet
     without a gap.
+
+    Every connection is in two rooms of its own (its user's and its name's), so
+    this is per-connection state: one int per room, in one dict keyed by the
+    room's own string (the one python-socketio's rooms hold), with channel names
+    built only to send them. Three sets of channel strings cost 0.5 KB per
+    connection more.
     """
 
     def __init__(self, prefix: str, linger: float = 5.0) -> None:
         self.prefix = prefix
         self.linger = linger
-        self._refs: dict[str, int] = {}
-        self._active: set[str] = set()
-        """Channels this instance wants (subscribed, or on their way)."""
-        self._confirmed: set[str] = set()
+        self._rooms: dict[str, int] = {}
+        """Rooms whose channel this instance wants (a listener, or lingering after the
+        last): ``listeners << 1 | confirmed`` (confirmed: Redis said it is subscribed)."""
         self._waiters: dict[str, asyncio.Future[None]] = {}
         self._drops: dict[str, asyncio.TimerHandle] = {}
         self._to_subscribe: set[str] = set()
         self._to_unsubscribe: set[str] = set()
+        """Rooms whose (un)subscription goes with the next batch."""
         self._flushing = False
         self._pubsub: Any = None
         self._sends: set[asyncio.Task[None]] = set()
@@ -69,6 +75,11 @@ class RoomChannels:
     def channel(self, room: str) -> str:
         return room_channel(self.prefix, room)
 
+    def room_of(self, channel: str) -> str | None:
+        """The room of one of this instance's channels (None for any other)."""
+        head = self.prefix + ":{"
+        return channel[len(head) : -1] if channel.startswith(head) and channel.endswith("}") else None
+
     @staticmethod
     def routed(room: Any) -> bool:
         return isinstance(room, str) and ROUTED_ROOM.match(room) is not None
@@ -77,65 +88,64 @@ class RoomChannels:
 
     def add(self, room: str) -> None:
         """A local listener arrived in ``room``."""
-        count = self._refs.get(room, 0)
-        self._refs[room] = count + 1
-        if count:
-            return
-        channel = self.channel(room)
-        drop = self._drops.pop(channel, None)
-        if drop is not None:
-            drop.cancel()
-        if channel not in self._active:
-            self._active.add(channel)
-            self._to_unsubscribe.discard(channel)
-            self._to_subscribe.add(channel)
+        state = self._rooms.get(room)
+        if state is None:
+            self._rooms[room] = 2
+            self._to_unsubscribe.discard(room)
+            self._to_subscribe.add(room)
             self._schedule()
+            return
+        if state < 2:
+            drop = self._drops.pop(room, None)
+            if drop is not None:
+                drop.cancel()
+        self._rooms[room] = state + 2
 
     def remove(self, room: str) -> None:
         """A local listener left ``room``; its channel goes after ``linger`` if nobody came back."""
-        count = self._refs.get(room, 0) - 1
-        if count > 0:
-            self._refs[room] = count
+        state = self._rooms.get(room)
+        if state is None or state < 2:
             return
-        self._refs.pop(room, None)
-        channel = self.channel(room)
-        if channel in self._active and channel not in self._drops:
-            self._drops[channel] = asyncio.get_running_loop().call_later(self.linger, self._drop, room)
+        state -= 2
+        self._rooms[room] = state
+        if state < 2 and room not in self._drops:
+            self._drops[room] = asyncio.get_running_loop().call_later(self.linger, self._drop, room)
 
     def _drop(self, room: str) -> None:
-        channel = self.channel(room)
-        self._drops.pop(channel, None)
-        if self._refs.get(room):
+        self._drops.pop(room, None)
+        state = self._rooms.get(room)
+        if state is None or state >= 2:
             return
-        self._active.discard(channel)
-        self._confirmed.discard(channel)
-        self._to_subscribe.discard(channel)
-        self._to_unsubscribe.add(channel)
+        del self._rooms[room]
+        self._to_subscribe.discard(room)
+        self._to_unsubscribe.add(room)
         self._schedule()
 
     def listeners(self, room: str) -> int:
-        return self._refs.get(room, 0)
+        return self._rooms.get(room, 0) >> 1
 
     def count(self) -> int:
         """Channels wanted now (``fleetchat_room_channels``)."""
-        return len(self._active)
+        return len(self._rooms)
 
     def wanted(self) -> list[str]:
         """Every channel to subscribe to after (re)connecting."""
-        return sorted(self._active)
+        return sorted(self.channel(room) for room in self._rooms)
 
     def active(self, room: str) -> bool:
-        return self.channel(room) in self._active
+        return room in self._rooms
+
+    def is_confirmed(self, room: str) -> bool:
+        return self._rooms.get(room, 0) & 1 == 1
 
     async def ready(self, room: str, timeout: float = 2.0) -> bool:
         """Wait until Redis confirmed the subscription to ``room``'s channel
         (False after ``timeout``: Redis is away, and the relay's sweep covers it)."""
-        channel = self.channel(room)
-        if channel in self._confirmed or channel not in self._active:
-            return channel in self._confirmed
-        waiter = self._waiters.get(channel)
+        if self.is_confirmed(room) or room not in self._rooms:
+            return self.is_confirmed(room)
+        waiter = self._waiters.get(room)
         if waiter is None:
-            waiter = self._waiters[channel] = asyncio.get_running_loop().create_future()
+            waiter = self._waiters[room] = asyncio.get_running_loop().create_future()
         try:
             await asyncio.wait_for(asyncio.shield(waiter), timeout)
         except TimeoutError:
@@ -147,25 +157,36 @@ class RoomChannels:
     def attach(self, pubsub: Any) -> None:
         """The listener (re)connected and subscribed to ``wanted()``: confirmations follow."""
         self._pubsub = pubsub
-        self._confirmed.clear()
+        self._unconfirm_all()
         self._to_subscribe.clear()
         self._to_unsubscribe.clear()
 
     def detach(self) -> None:
         """The listener lost Redis: nothing is confirmed until it subscribes again."""
         self._pubsub = None
-        self._confirmed.clear()
+        self._unconfirm_all()
+
+    def _unconfirm_all(self) -> None:
+        rooms = self._rooms
+        for room, state in rooms.items():
+            if state & 1:
+                rooms[room] = state & ~1
 
     def confirmed(self, channel: str) -> None:
-        if channel not in self._active:
+        room = self.room_of(channel)
+        state = None if room is None else self._rooms.get(room)
+        if room is None or state is None:
             return
-        self._confirmed.add(channel)
-        waiter = self._waiters.pop(channel, None)
+        self._rooms[room] = state | 1
+        waiter = self._waiters.pop(room, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
     def unconfirmed(self, channel: str) -> None:
-        self._confirmed.discard(channel)
+        room = self.room_of(channel)
+        state = None if room is None else self._rooms.get(room)
+        if room is not None and state is not None:
+            self._rooms[room] = state & ~1
 
     def _schedule(self) -> None:
         if self._flushing or self._pubsub is None:
@@ -178,8 +199,8 @@ class RoomChannels:
         pubsub = self._pubsub
         if pubsub is None:
             return
-        subscribe, self._to_subscribe = sorted(self._to_subscribe), set()
-        unsubscribe, self._to_unsubscribe = sorted(self._to_unsubscribe), set()
+        subscribe, self._to_subscribe = sorted(map(self.channel, self._to_subscribe)), set()
+        unsubscribe, self._to_unsubscribe = sorted(map(self.channel, self._to_unsubscribe)), set()
         if unsubscribe:
             self._send(pubsub.unsubscribe(*unsubscribe))
         if subscribe:
