@@ -10,7 +10,7 @@ import pytest
 
 from tests.support import ChatClient, RedisCluster, async_wait_for
 
-pytestmark = pytest.mark.fleet
+pytestmark = [pytest.mark.fleet, pytest.mark.redis_modes("cluster")]
 
 
 @pytest.fixture
