@@ -34,6 +34,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from backend.redis_client import slot_of
 
@@ -61,7 +63,12 @@ class ShardedSubscriber:
         self.cluster = cluster
         self.shared = shared
         self.retry = retry
-        self._options = {**options, "socket_timeout": None}  # a subscriber waits as long as it must
+        # A subscriber waits as long as it must. It does not retry: a lost link must reach
+        # the reader (``_node_lost``: its channels taken again, then ``rehomed``, so the relay
+        # sweeps the store for what was published meanwhile). redis-py's own reconnect would
+        # re-SSUBSCRIBE the node's channels in one command, which Redis refuses across
+        # slots, and within one slot would say nothing of the messages lost in between.
+        self._options = {**options, "socket_timeout": None, "retry": Retry(NoBackoff(), 0)}
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self._pubsubs: dict[str, Any] = {}
         self._readers: dict[str, asyncio.Task[None]] = {}

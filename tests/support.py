@@ -220,15 +220,19 @@ class RedisCluster:
         self.wait_ok()
 
     def wait_ok(self, timeout: float = 30) -> None:
-        """Until every live node says ``cluster_state:ok`` and knows every other node."""
+        """Until every live node says ``cluster_state:ok`` and knows every other node, and
+        every replica has synced with its master: a replica that never did is never
+        promoted (its data counts as too old), so a master killed before then stays failed."""
         wait_for(lambda: all(self._ok(n) for n in self.nodes if n.alive), timeout, what="cluster_state:ok")
 
     def _ok(self, node: RedisServer) -> bool:
         try:
             info = _bulk(node.command("CLUSTER", "INFO"))
+            replication = _bulk(node.command("INFO", "replication"))
         except (OSError, RuntimeError):
             return False
-        return "cluster_state:ok" in info and f"cluster_known_nodes:{len(self.nodes)}" in info
+        synced = "role:slave" not in replication or "master_link_status:up" in replication
+        return "cluster_state:ok" in info and f"cluster_known_nodes:{len(self.nodes)}" in info and synced
 
     def cluster_nodes(self) -> list[dict[str, Any]]:
         """``CLUSTER NODES`` as seen by a live node: id, port, flags, master id, slot ranges."""

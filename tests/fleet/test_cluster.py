@@ -1,4 +1,8 @@
-"""A fleet over a 3-master Redis Cluster: rooms on every master, sharded pub/sub, and a master lost."""
+"""What only a Redis Cluster has: sharded pub/sub, and a master lost or failed over.
+
+Everything else a fleet does is tested over the cluster too: every test in tests/fleet
+runs over the standalone Redis and over the session's 3-master cluster (``fleet_redis``,
+tests/fleet/conftest.py), in rooms spread over the masters."""
 
 from __future__ import annotations
 
@@ -8,9 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import ChatClient, RedisCluster, async_wait_for
+from tests.support import RedisCluster, RedisServer, async_wait_for
 
-pytestmark = pytest.mark.fleet
+pytestmark = [pytest.mark.fleet, pytest.mark.redis_modes("cluster")]
 
 
 @pytest.fixture
@@ -22,132 +26,31 @@ def private_cluster() -> Iterator[RedisCluster]:
     cluster.stop()
 
 
-def shard_subscribers(cluster: RedisCluster, room: str) -> int:
-    """Instances subscribed to the room's sharded channel, as its master counts them."""
-    channel = "fleetchat:{" + room + "}"
-    reply = cluster.master_of(channel).command("PUBSUB", "SHARDNUMSUB", channel)
-    return int(reply.split(b"\r\n")[-2][1:])
+def subscriptions(node: RedisServer, channel: str) -> tuple[int, int]:
+    """``channel``'s (sharded, classic) subscribers on ``node``."""
+    counts = []
+    for sub in ("SHARDNUMSUB", "NUMSUB"):
+        counts.append(int(node.command("PUBSUB", sub, channel).split(b"\r\n")[-2][1:]))
+    return counts[0], counts[1]
 
 
-async def test_rooms_on_every_master_deliver_across_instances(fleet, clients, redis_cluster):
-    a, b = fleet(2, redis=redis_cluster)
-    rooms = [redis_cluster.room_on(i, "cl") for i in range(3)]
+async def test_each_rooms_channel_is_a_shard_channel_on_its_own_master_only(fleet, clients, redis_cluster):
+    """Sharded pub/sub: a room's channel is SSUBSCRIBEd on the master of its slot, never
+    as a classic channel (which a cluster broadcasts to every node)."""
+    a, b = fleet(2)
+    rooms = [redis_cluster.room_on(i, "sh") for i in range(3)]
     alice = await clients(a.url, "alice")
     bob = await clients(b.url, "bob")
     for r in rooms:
         await alice.join(r)
-        ack = await bob.join(r)
-        assert {u["name"] for u in ack["members"]} == {"alice", "bob"}
-        assert shard_subscribers(redis_cluster, r) == 2
-    for r in rooms:
-        sent = await alice.send(r, f"hello {r}")
-        assert sent["ok"], sent
-    for r in rooms:
-        await async_wait_for(lambda r=r: bob.texts(r) == [f"hello {r}"], what=f"delivery in {r}")
-    await bob.call("typing", {"room": rooms[1], "typing": True})
-    await async_wait_for(lambda: alice.events["typing"], what="typing across instances")
-    history = await bob.call("history", {"room": rooms[2], "limit": 10})
-    assert [m["text"] for m in history["messages"]] == [f"hello {rooms[2]}"]
-
-
-async def test_a_resend_is_stored_and_delivered_once(fleet, clients, redis_cluster):
-    a, b = fleet(2, redis=redis_cluster)
-    r = redis_cluster.room_on(1, "dd")
-    alice = await clients(a.url, "alice")
-    bob = await clients(b.url, "bob")
-    await alice.join(r)
-    await bob.join(r)
-    first = await alice.send(r, "once", client_id="same")
-    again = await alice.send(r, "once", client_id="same")
-    assert first["ok"] and again["seq"] == first["seq"]
-    after = await alice.send(r, "next")
-    await async_wait_for(lambda: bob.texts(r) == ["once", "next"], what="delivery")
-    assert [m["seq"] for m in bob.messages(r)] == [first["seq"], after["seq"]]
-
-
-async def test_an_instance_without_members_holds_no_shard_subscription(fleet, clients, redis_cluster):
-    a, b = fleet(2, redis=redis_cluster)
-    r = redis_cluster.room_on(2, "bys")
-    alice = await clients(a.url, "alice")
-    carol = await clients(a.url, "carol")
-    await alice.join(r)
-    await carol.join(r)
-    assert shard_subscribers(redis_cluster, r) == 1
-    for n in range(10):
-        assert (await alice.send(r, f"m{n}"))["ok"]
-    await async_wait_for(lambda: len(carol.texts(r)) == 10, what="delivery on the serving instance")
-    dave = await clients(b.url, "dave")
-    ack = await dave.join(r)
-    assert shard_subscribers(redis_cluster, r) == 2
-    assert [m["text"] for m in ack["history"]] == [f"m{n}" for n in range(10)]
-
-
-async def test_a_client_resumes_after_its_instance_is_killed(fleet, clients, redis_cluster):
-    a, b = fleet(2, redis=redis_cluster)
-    r = redis_cluster.room_on(0, "res")
-    sender = await clients(b.url, "sender")
-    await sender.join(r)
-    reader = ChatClient(a.url, "reader")
-    await reader.connect()
-    ack = await reader.join(r)
-    assert (await sender.send(r, "before"))["ok"]
-    await async_wait_for(lambda: reader.texts(r) == ["before"], what="live delivery")
-    last = reader.messages(r)[-1]["id"]
-    a.kill()
-    await reader.close()
-    for n in range(5):
-        assert (await sender.send(r, f"while away {n}"))["ok"]
-    back = await clients(b.url, "reader")
-    resumed = await back.join(r, since=last, rev=ack["rev"])
-    assert [m["text"] for m in resumed["history"]] == [f"while away {n}" for n in range(5)]
-
-
-async def test_presence_of_a_killed_instance_expires(fleet, clients, redis_cluster):
-    a, b = fleet(2, redis=redis_cluster)
-    r = redis_cluster.room_on(1, "pr")
-    alice = await clients(a.url, "alice")
-    await alice.join(r)
-    bob = await clients(b.url, "bob")
-    await bob.join(r)
-    b.kill()
-    await async_wait_for(
-        lambda: any(p.get("left", {}).get("name") == "bob" for p in alice.events["presence"]),
-        timeout=30,
-        what="bob's presence to expire",
-    )
-
-
-async def test_the_worker_notifies_a_mention_over_the_cluster(fleet, clients, workers, redis_cluster):
-    a, b = fleet(2, redis=redis_cluster)
-    workers("w-cluster", redis=redis_cluster)
-    r = redis_cluster.room_on(2, "men")
-    alice = await clients(a.url, "alice")
-    await alice.join(r)
-    bob = await clients(b.url, "Bob")  # not in the room: the notification reaches his mention room
-    sent = await alice.send(r, "hey @bob")
-    await async_wait_for(lambda: bob.events["notification"], timeout=30, what="the notification")
-    assert bob.events["notification"][0]["message"]["id"] == sent["id"]
-
-
-async def test_the_rate_limit_holds_across_instances_and_masters(fleet, clients, redis_cluster):
-    a, b = fleet(2, redis=redis_cluster, CHAT_RATE="2", CHAT_RATE_BURST="4")
-    rooms = [redis_cluster.room_on(0, "rl"), redis_cluster.room_on(1, "rl")]
-    here = await clients(a.url, "flooder")  # one user (a guest name), two tabs on two instances
-    there = await clients(b.url, "flooder")
-    for r in rooms:
-        await here.join(r)
-        await there.join(r)
-    started = time.monotonic()
-    acks = []
-    for n in range(6):
-        acks.append(await here.send(rooms[n % 2], f"a{n}"))
-        acks.append(await there.send(rooms[(n + 1) % 2], f"b{n}"))
-    elapsed = time.monotonic() - started
-    accepted = sum(1 for x in acks if x.get("ok"))
-    assert {x["error"] for x in acks if not x.get("ok")} == {"rate_limited"}
-    # each tab alone stays within its own burst of 4 for most of this, so only the
-    # user's fleet-wide bucket (its own slot, not the rooms') keeps the total this low
-    assert 4 <= accepted <= 4 + int(elapsed * 2) + 1, (accepted, elapsed)
+        await bob.join(r)
+    masters = redis_cluster.masters()
+    for i, r in enumerate(rooms):
+        channel = "fleetchat:{" + r + "}"
+        assert redis_cluster.master_of(channel) is masters[i]
+        assert [subscriptions(m, channel) for m in masters] == [(2, 0) if m is masters[i] else (0, 0) for m in masters]
+    # the shared channel (revokes, evictions) stays classic: one subscription per instance
+    assert sum(subscriptions(m, "fleetchat")[1] for m in masters) == 2
 
 
 async def test_losing_a_master_refuses_its_rooms_and_spares_the_others(fleet, clients, private_cluster):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-import uuid
 
 import pytest
 import socketio
@@ -17,50 +16,51 @@ from tests.support import ChatClient, async_wait_for, http_get, rooms_listed, sc
 pytestmark = pytest.mark.fleet
 
 
-def room() -> str:
-    return "f-" + uuid.uuid4().hex[:12]
-
-
-async def test_messages_typing_and_presence_cross_instances(fleet, clients):
+async def test_messages_typing_and_presence_cross_instances(fleet, clients, fleet_redis):
     a, b = fleet(2)
-    r = room()
+    rooms = fleet_redis.rooms(3)  # over the cluster, one room on each master
     alice = await clients(a.url, "alice")
     bob = await clients(b.url, "bob")
-    await alice.join(r)
-    ack = await bob.join(r)
-    assert {u["name"] for u in ack["members"]} == {"alice", "bob"}
+    for r in rooms:
+        await alice.join(r)
+        ack = await bob.join(r)
+        assert {u["name"] for u in ack["members"]} == {"alice", "bob"}
+        assert fleet_redis.subscribers(r) == 2, "each instance listens on the room's channel"
     await async_wait_for(lambda: any(p.get("joined", {}).get("name") == "bob" for p in alice.events["presence"]))
-    sent = await alice.send(r, "across the fleet")
-    await async_wait_for(lambda: bob.texts(r) == ["across the fleet"], what="cross-instance delivery")
-    assert bob.messages(r)[0]["seq"] == sent["seq"]
-    await bob.call("typing", {"room": r, "typing": True})
+    sent = {r: await alice.send(r, f"across the fleet in {r}") for r in rooms}
+    for r in rooms:
+        await async_wait_for(lambda r=r: bob.texts(r) == [f"across the fleet in {r}"], what=f"delivery in {r}")
+        assert bob.messages(r)[0]["seq"] == sent[r]["seq"]
+    await bob.call("typing", {"room": rooms[1], "typing": True})
     await async_wait_for(lambda: alice.events["typing"], what="typing across instances")
+    assert alice.events["typing"][0]["room"] == rooms[1]
+    history = await bob.call("history", {"room": rooms[2], "limit": 10})
+    assert [m["text"] for m in history["messages"]] == [f"across the fleet in {rooms[2]}"]
     # The directory may be up to a second old (backend/chat.py, DIRECTORY_TTL).
-    await async_wait_for(lambda: {"name": r, "members": 2} in rooms_listed(a.url), what="the room listed")
+    for r in rooms:
+        await async_wait_for(lambda r=r: {"name": r, "members": 2} in rooms_listed(a.url), what=f"{r} listed")
 
 
-async def test_members_of_a_killed_instance_expire_with_a_left_event(fleet, clients):
+async def test_members_of_a_killed_instance_expire_with_a_left_event(fleet, clients, fleet_redis):
     a, b = fleet(2)
-    r = room()
+    r = fleet_redis.room("pr", master=1)
     alice = await clients(a.url, "alice")
     await alice.join(r)
     bob = await clients(b.url, "bob")
     await bob.join(r)
     b.kill()
-    started = time.monotonic()
     await async_wait_for(
         lambda: any(p.get("left", {}).get("name") == "bob" for p in alice.events["presence"]),
         timeout=30,
         what="bob's presence to expire after SIGKILL",
     )
-    assert time.monotonic() - started < 30
     members = (await alice.call("join", {"room": r}))["members"]
     assert [m["name"] for m in members] == ["alice"]
 
 
-async def test_a_client_id_resent_to_another_instance_is_not_duplicated(fleet, clients):
+async def test_a_client_id_resent_to_another_instance_is_not_duplicated(fleet, clients, fleet_redis):
     a, b = fleet(2)
-    r = room()
+    r = fleet_redis.room("dd", master=2)
     watcher = await clients(b.url, "watcher")
     await watcher.join(r)
     first_conn = await clients(a.url, "sam")
@@ -85,14 +85,14 @@ async def _send_stream(sender: ChatClient, r: str, count: int, acked: list[str],
         await asyncio.sleep(pause)
 
 
-async def test_a_client_resumes_on_another_instance_with_nothing_lost_or_doubled(fleet, clients):
+async def test_a_client_resumes_on_another_instance_with_nothing_lost_or_doubled(fleet, clients, fleet_redis):
     a, b, c = fleet(3)
-    r = room()
+    r = fleet_redis.room("res", master=0)
     sender = await clients(c.url, "sender")
     await sender.join(r)
     reader = ChatClient(a.url, "reader")
     await reader.connect()
-    await reader.join(r)
+    joined = await reader.join(r)
     acked: list[str] = []
     stream = asyncio.create_task(_send_stream(sender, r, 300, acked))
     await async_wait_for(lambda: len(reader.messages(r)) >= 80, what="some traffic before the crash")
@@ -101,7 +101,7 @@ async def test_a_client_resumes_on_another_instance_with_nothing_lost_or_doubled
     last_id = seen[-1]["id"]
     resumed = ChatClient(b.url, "reader")
     await resumed.connect()
-    ack = await resumed.join(r, since=last_id)
+    ack = await resumed.join(r, since=last_id, rev=joined["rev"])  # messages and changes since
     await stream
     await async_wait_for(lambda: len(seen) + len(ack["history"]) + len(resumed.messages(r)) >= 300, what="catch-up")
     got = [m["text"] for m in seen + ack["history"] + resumed.messages(r)]
@@ -109,9 +109,9 @@ async def test_a_client_resumes_on_another_instance_with_nothing_lost_or_doubled
     await resumed.close()
 
 
-async def test_killing_redis_pubsub_links_loses_nothing_for_plain_clients(fleet, clients, redis_server):
+async def test_killing_redis_pubsub_links_loses_nothing_for_plain_clients(fleet, clients, fleet_redis):
     a, b = fleet(2)
-    r = room()
+    r = fleet_redis.room("ps", master=1)
     sender = await clients(a.url, "sender")
     await sender.join(r)
     plain = await clients(b.url, "plain")  # knows nothing of seq; relies on the server's relay
@@ -120,19 +120,27 @@ async def test_killing_redis_pubsub_links_loses_nothing_for_plain_clients(fleet,
     stream = asyncio.create_task(_send_stream(sender, r, 200, acked))
     for _ in range(3):
         await async_wait_for(lambda n=len(plain.messages(r)): len(plain.messages(r)) > n + 20, what="traffic")
-        redis_server.command("CLIENT", "KILL", "TYPE", "pubsub")
+        fleet_redis.kill_pubsub_links()  # over the cluster: the sharded links on every master
     await stream
     await async_wait_for(lambda: len(plain.messages(r)) >= len(acked), timeout=20, what="relay to fill the gaps")
     assert plain.texts(r) == acked
     assert [m["seq"] for m in plain.messages(r)] == list(range(1, len(acked) + 1))
-    # what pub/sub lost while its link was down came back from the store, and is counted
-    assert scrape(b.url, "fleetchat_relay_replayed_total") > 0
+    # every lost link was noticed, and followed by a sweep of the store
     assert scrape(b.url, "fleetchat_pubsub_reconnects_total") >= 3
+    if fleet_redis.cluster is None:
+        # what pub/sub lost meanwhile came back from the store, and is counted (the standalone
+        # listener waits before it subscribes again, so something is always lost; a cluster's
+        # sharded links are taken again at once, and often nothing is)
+        assert scrape(b.url, "fleetchat_relay_replayed_total") > 0
 
 
-async def test_redis_restart_mid_stream_loses_nothing_acknowledged(fleet, clients, private_redis):
+@pytest.mark.redis_modes("standalone")
+async def test_redis_restart_mid_stream_loses_nothing_acknowledged(fleet, clients, private_redis, fleet_redis):
+    """The whole Redis goes away and comes back. Standalone only: over a cluster the same
+    fault is one master lost and restarted, in test_cluster.py (its rooms are refused,
+    then served again with nothing acknowledged lost; the other masters' rooms never stop)."""
     a, b = fleet(2, redis=private_redis)
-    r = room()
+    r = fleet_redis.room()
     sender = await clients(a.url, "sender")
     await sender.join(r)
     reader = await clients(b.url, "reader")
@@ -173,10 +181,10 @@ async def test_redis_restart_mid_stream_loses_nothing_acknowledged(fleet, client
     print(f"redis restart: {len(refusals)} refusals, all delivered {recovered_in:.2f}s after the restart")
 
 
-async def test_a_mention_is_notified_to_the_user_on_another_instance(fleet, clients, workers):
+async def test_a_mention_is_notified_to_the_user_on_another_instance(fleet, clients, workers, fleet_redis):
     a, b = fleet(2)
     workers("w-mention")
-    r = room()
+    r = fleet_redis.room("men", master=2)
     alice = await clients(a.url, "alice")
     await alice.join(r)
     bob = await clients(b.url, "Bob")  # not even in the room
@@ -187,7 +195,7 @@ async def test_a_mention_is_notified_to_the_user_on_another_instance(fleet, clie
     assert not alice.events["notification"]
 
 
-async def test_a_mention_in_a_private_room_never_carries_it_outside(fleet, clients, workers):
+async def test_a_mention_in_a_private_room_never_carries_it_outside(fleet, clients, workers, fleet_redis):
     from tests.support import new_account
 
     a, b = fleet(2)
@@ -196,7 +204,7 @@ async def test_a_mention_in_a_private_room_never_carries_it_outside(fleet, clien
     boss = await clients(a.url, owner["user"]["username"], token=owner["token"])
     friend = await clients(b.url, member["user"]["username"], token=member["token"])
     stranger = await clients(b.url, outsider["user"]["username"], token=outsider["token"])
-    r = room()
+    r = fleet_redis.room("priv", master=1)
     await boss.call("create", {"room": r, "private": True})
     await boss.call("invite", {"room": r, "user": member["user"]["username"]})
     await boss.join(r)
@@ -208,9 +216,9 @@ async def test_a_mention_in_a_private_room_never_carries_it_outside(fleet, clien
     assert not stranger.events["notification"] and "secret" not in str(stranger.events)
 
 
-async def test_a_restarted_worker_notifies_each_mention_exactly_once(fleet, clients, workers):
+async def test_a_restarted_worker_notifies_each_mention_exactly_once(fleet, clients, workers, fleet_redis):
     (a,) = fleet(1)
-    r = room()
+    r = fleet_redis.room("wr", master=0)
     alice = await clients(a.url, "alice")
     await alice.join(r)
     carol = await clients(a.url, "carol")
@@ -228,13 +236,33 @@ async def test_a_restarted_worker_notifies_each_mention_exactly_once(fleet, clie
     assert texts == ["@carol one"] + [f"@carol while the worker was down {i}" for i in range(5)]
 
 
-async def test_sigterm_hands_clients_to_another_instance_without_waiting_out_the_grace_period(backends, redis_server):
+async def test_the_per_user_rate_limit_holds_across_instances(fleet, clients, fleet_redis):
+    # a bucket of 4 that refills one token per 100 s: nothing refills while this runs
+    a, b = fleet(2, CHAT_RATE="0.01", CHAT_RATE_BURST="4")
+    rooms = fleet_redis.rooms(2, "rl")  # over the cluster, on two masters (the user's bucket on a third slot)
+    here = await clients(a.url, "flooder")  # one user (a guest name), two tabs on two instances
+    there = await clients(b.url, "flooder")
+    for r in rooms:
+        await here.join(r)
+        await there.join(r)
+    acks = []
+    for n in range(6):
+        acks.append(await here.send(rooms[n % 2], f"a{n}"))
+        acks.append(await there.send(rooms[(n + 1) % 2], f"b{n}"))
+    assert [bool(x.get("ok")) for x in acks] == [True] * 4 + [False] * 8, acks
+    assert {x["error"] for x in acks[4:]} == {"rate_limited"}
+    # each tab sent only 2 of its own burst of 4: the user's fleet-wide bucket refused the rest
+    history = [await here.call("history", {"room": r, "limit": 10}) for r in rooms]
+    assert sorted(m["text"] for h in history for m in h["messages"]) == ["a0", "a1", "b0", "b1"]
+
+
+async def test_sigterm_hands_clients_to_another_instance_without_waiting_out_the_grace_period(backends, fleet_redis):
     # A 60 s grace period: without the drain, hypercorn would keep the socket
     # open (and the process alive) for all of it.
-    env = {**FLEET_ENV, "REDIS_URL": redis_server.url}
+    env = {**FLEET_ENV, "REDIS_URL": fleet_redis.url}
     a = backends(env=env, graceful_timeout=60)
     b = backends(env=env)
-    r = room()
+    r = fleet_redis.room()
     client = socketio.AsyncClient(reconnection=True, reconnection_delay=0.1, reconnection_delay_max=0.2)
     reasons: list[str] = []
     client.on("disconnect", lambda reason=None: reasons.append(str(reason)))

@@ -6,16 +6,12 @@ from __future__ import annotations
 import uuid
 
 import pytest
-import redis.asyncio as aioredis
 
+from backend import redis_client
 from backend.db.migrate import upgrade
-from tests.support import PostgresServer, RedisServer, async_wait_for, http_get
+from tests.support import PostgresServer, async_wait_for, http_get
 
 WINDOW = 100
-
-
-def room() -> str:
-    return "sor-" + uuid.uuid4().hex[:10]
 
 
 @pytest.fixture
@@ -26,16 +22,16 @@ def database(postgres: PostgresServer) -> str:
 
 
 @pytest.fixture
-def recorded_fleet(fleet, workers, private_redis: RedisServer, database: str):
-    """Two instances and an archiving worker over a private Redis and a fresh database."""
+def recorded_fleet(fleet, workers, database: str):
+    """Two instances and an archiving worker over the test's (emptied) Redis and a fresh database."""
     env = {"DATABASE_URL": database, "CHAT_REDIS_WINDOW": str(WINDOW)}
-    instances = fleet(2, redis=private_redis, **env)
-    workers("archiver", redis=private_redis, **env)
+    instances = fleet(2, **env)
+    workers("archiver", **env)
     return instances
 
 
 async def archived(redis_url: str, name: str) -> int:
-    r = aioredis.Redis.from_url(redis_url)
+    r = await redis_client.connect(redis_url)
     try:
         return int(await r.get("fc:{" + name + "}:archived") or 0)
     finally:
@@ -43,7 +39,7 @@ async def archived(redis_url: str, name: str) -> int:
 
 
 async def window_size(redis_url: str, name: str) -> int:
-    r = aioredis.Redis.from_url(redis_url)
+    r = await redis_client.connect(redis_url)
     try:
         return await r.hlen("fc:{" + name + "}:msgs")
     finally:
@@ -59,22 +55,20 @@ async def send_many(client, r: str, n: int, prefix: str = "m") -> list[dict]:
     return acks
 
 
-async def test_a_room_pages_back_to_its_first_message_while_redis_keeps_a_window(
-    recorded_fleet, clients, private_redis
-):
+async def test_a_room_pages_back_to_its_first_message_while_redis_keeps_a_window(recorded_fleet, clients, fleet_redis):
     a, b = recorded_fleet
-    r = room()
+    r = fleet_redis.room("sor", master=0)
     sender = await clients(a.url, "sender")
     await sender.join(r)
     await send_many(sender, r, 1000)
-    await async_wait_for(lambda: archived(private_redis.url, r), what="the archiver to start")
+    await async_wait_for(lambda: archived(fleet_redis.url, r), what="the archiver to start")
 
     async def archived_all() -> bool:
-        return await archived(private_redis.url, r) == 1000
+        return await archived(fleet_redis.url, r) == 1000
 
     await async_wait_for(archived_all, timeout=30, what="every message archived")
     await send_many(sender, r, 100, prefix="late")  # the next trims run with everything archived
-    assert await window_size(private_redis.url, r) <= WINDOW + 200, "Redis keeps only a window"
+    assert await window_size(fleet_redis.url, r) <= WINDOW + 200, "Redis keeps only a window"
 
     reader = await clients(b.url, "reader")
     ack = await reader.join(r)
@@ -92,16 +86,16 @@ async def test_a_room_pages_back_to_its_first_message_while_redis_keeps_a_window
     assert status == 200 and b'"m0000"' in body and b'"m0001"' in body
 
 
-async def test_an_archived_message_can_still_be_edited_and_everyone_sees_it(recorded_fleet, clients, private_redis):
+async def test_an_archived_message_can_still_be_edited_and_everyone_sees_it(recorded_fleet, clients, fleet_redis):
     a, b = recorded_fleet
-    r = room()
+    r = fleet_redis.room("sor", master=1)
     author = await clients(a.url, "author")
     await author.join(r)
     first = (await send_many(author, r, 400))[0]
 
     async def trimmed() -> bool:
         await author.send(r, "tick")
-        return await window_size(private_redis.url, r) < 400
+        return await window_size(fleet_redis.url, r) < 400
 
     await async_wait_for(trimmed, timeout=30, what="the first messages to leave the window")
     watcher = await clients(b.url, "watcher")
@@ -113,9 +107,9 @@ async def test_an_archived_message_can_still_be_edited_and_everyone_sees_it(reco
     assert page["messages"][0]["text"] == "edited long after"
 
 
-async def test_after_redis_loses_everything_seq_continues_from_the_archive(recorded_fleet, clients, private_redis):
+async def test_after_redis_loses_everything_seq_continues_from_the_archive(recorded_fleet, clients, fleet_redis):
     a, b = recorded_fleet
-    r = room()
+    r = fleet_redis.room("sor", master=2)
     sender = await clients(a.url, "sender")
     reader = await clients(b.url, "reader")
     await sender.join(r)
@@ -123,10 +117,10 @@ async def test_after_redis_loses_everything_seq_continues_from_the_archive(recor
     await send_many(sender, r, 150)
 
     async def archived_all() -> bool:
-        return await archived(private_redis.url, r) == 150
+        return await archived(fleet_redis.url, r) == 150
 
     await async_wait_for(archived_all, timeout=30, what="every message archived")
-    private_redis.command("FLUSHALL")
+    fleet_redis.flush()  # over the cluster: every master
     ack = await sender.send(r, "after the loss", client_id="after-1")
     while not ack["ok"]:
         ack = await sender.send(r, "after the loss", client_id="after-1")
@@ -140,12 +134,12 @@ async def test_after_redis_loses_everything_seq_continues_from_the_archive(recor
     assert [m["text"] for m in page["messages"]] == ["m0148", "m0149", "after the loss"]
 
 
-async def test_read_marks_survive_a_redis_data_loss(recorded_fleet, clients, private_redis):
+async def test_read_marks_survive_a_redis_data_loss(recorded_fleet, clients, fleet_redis):
     from tests.security.helpers import request
     from tests.support import new_account
 
     a, _ = recorded_fleet
-    r = room()
+    r = fleet_redis.room("sor", master=1)
     me = new_account(a.url)
     client = await clients(a.url, me["user"]["username"], token=me["token"])
     await client.join(r)
@@ -153,7 +147,7 @@ async def test_read_marks_survive_a_redis_data_loss(recorded_fleet, clients, pri
     assert (await client.call("read", {"room": r, "seq": 6}))["read_seq"] == 6
 
     async def archived_all() -> bool:
-        return await archived(private_redis.url, r) == 10
+        return await archived(fleet_redis.url, r) == 10
 
     await async_wait_for(archived_all, timeout=30, what="the messages archived")
     await async_wait_for(
@@ -161,7 +155,7 @@ async def test_read_marks_survive_a_redis_data_loss(recorded_fleet, clients, pri
         timeout=30,
         what="the archiver to catch up",
     )
-    private_redis.command("FLUSHALL")
+    fleet_redis.flush()  # over the cluster: every master
     await client.close()
     # the sign-in sessions were in Redis: sign in again (the account is in PostgreSQL)
     login = {"username": me["user"]["username"], "password": "correct horse battery"}
