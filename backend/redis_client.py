@@ -13,6 +13,8 @@ behaviour the store relies on do not change with the library.
 from __future__ import annotations
 
 import functools
+import importlib.metadata
+import logging
 import time
 from binascii import crc_hqx
 from typing import Any
@@ -21,8 +23,11 @@ from urllib.parse import urlsplit, urlunsplit
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
+
+log = logging.getLogger(__name__)
 
 AnyRedis = aioredis.Redis | RedisCluster
 REDIS_FAILURES = (RedisError, RedisClusterException, OSError)
@@ -93,13 +98,63 @@ async def is_cluster(url: str, timeout: float = 2.0) -> bool:
     return _detected[url]
 
 
+CLOSED_WRITER_RACE = "8.1.0"
+"""The redis-py whose asyncio connection, closed under a command being written, raises
+``AttributeError: 'NoneType' object has no attribute 'writelines'`` instead of its
+``ConnectionError`` (redis-py issues 3546 and 4287, fixed upstream after 8.1.0). The
+cluster client disconnects a node's connections when it reloads its slot map after a
+master died, while other commands still write on them: a send to a room on a live
+master then failed as an internal error, where a ``ConnectionError`` is retried on
+the new slot map. ``ClosedWriterSafeConnection`` is for this exact version only."""
+
+
+class ClosedWriterSafeConnection(aioredis.Connection):
+    """redis-py's connection, with a write that finds its writer gone raising
+    ``ConnectionError`` (what the cluster client retries), as later redis-py does."""
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        try:
+            await super().send_packed_command(command, check_health)
+        except AttributeError as exc:
+            if exc.obj is not None or exc.name not in ("writelines", "write", "drain"):
+                raise  # not the closed-writer race: a real bug shows as itself
+            raise RedisConnectionError("the connection was closed while a command was written") from exc
+
+
+def closed_writer_guard() -> type[aioredis.Connection] | None:
+    """The connection class for cluster nodes: the guarded one on the redis-py it is
+    written for; on any other, None and one WARNING (the library's own class runs)."""
+    found = importlib.metadata.version("redis")
+    if found == CLOSED_WRITER_RACE:
+        return ClosedWriterSafeConnection
+    if found not in _guard_warned:
+        _guard_warned.add(found)
+        log.warning(
+            "redis-py %s installed: the closed-writer guard is written for %s and is not applied",
+            found,
+            CLOSED_WRITER_RACE,
+        )
+    return None
+
+
+_guard_warned: set[str] = set()
+
+
 def make_client(url: str, cluster: bool, **options: Any) -> AnyRedis:
     """A client for ``url`` of the kind ``cluster`` names, with ``BASE_OPTIONS`` under ``options``."""
     options = {**BASE_OPTIONS, **options}
     if cluster:
         # A cluster has database 0 only; redis-py refuses any other in the URL. Its
         # per-node pools refuse past max_connections rather than wait, so they keep the high cap.
-        return RedisCluster.from_url(plain_url(url), **options)
+        client = RedisCluster.from_url(plain_url(url), **options)
+        guarded = closed_writer_guard()
+        if guarded is not None:
+            # The async cluster client takes no connection class (it hard-codes its own):
+            # every node it creates, now and after each slot-map reload, takes it from here.
+            client.nodes_manager.connection_kwargs["connection_class"] = guarded
+            for node in client.nodes_manager.startup_nodes.values():
+                node.connection_class = guarded
+        return client
     # A blocking pool: a command beyond max_connections waits for a free connection
     # (up to POOL_WAIT, then "unavailable") instead of opening one more (see POOL_SIZE).
     pool = aioredis.BlockingConnectionPool.from_url(url, timeout=POOL_WAIT, **options)
