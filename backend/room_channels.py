@@ -57,6 +57,7 @@ class RoomChannels:
 
     def __init__(self, prefix: str, linger: float = 5.0) -> None:
         self.prefix = prefix
+        self._head = prefix + ":{"
         self.linger = linger
         self._rooms: dict[str, int] = {}
         """Rooms whose channel this instance wants (a listener, or lingering after the
@@ -77,7 +78,7 @@ class RoomChannels:
 
     def room_of(self, channel: str) -> str | None:
         """The room of one of this instance's channels (None for any other)."""
-        head = self.prefix + ":{"
+        head = self._head
         return channel[len(head) : -1] if channel.startswith(head) and channel.endswith("}") else None
 
     @staticmethod

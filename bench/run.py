@@ -46,7 +46,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploy.fleet import cluster_args, cluster_create_argv, free_port
+from deploy.fleet import cluster_args, cluster_create_argv, cluster_formed, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
@@ -487,7 +487,7 @@ class RedisCluster:
             info = node.bulk("CLUSTER", "INFO")
         except (OSError, ValueError):
             return False
-        return "cluster_state:ok" in info and f"cluster_known_nodes:{len(self.nodes)}" in info
+        return cluster_formed(info, len(self.nodes))
 
     @property
     def pids(self) -> list[int]:

@@ -33,6 +33,7 @@ from deploy.fleet import (
     backend_argv,
     cluster_args,
     cluster_create_argv,
+    cluster_formed,
     free_port,
     postgres_account,
     postgres_bindir,
@@ -176,6 +177,12 @@ class RedisServer:
             return s.recv(65536)
 
 
+def subscriber_count(node: RedisServer, channel: str, sharded: bool = False) -> int:
+    """``channel``'s subscribers on ``node``: PUBSUB SHARDNUMSUB (sharded) or NUMSUB (classic)."""
+    reply = node.command("PUBSUB", "SHARDNUMSUB" if sharded else "NUMSUB", channel)
+    return int(reply.split(b"\r\n")[-2][1:])
+
+
 def _bulk(reply: bytes) -> str:
     """The text of a RESP bulk-string reply (``$<len>\\r\\n<text>\\r\\n``)."""
     if not reply.startswith(b"$"):
@@ -232,7 +239,7 @@ class RedisCluster:
         except (OSError, RuntimeError):
             return False
         synced = "role:slave" not in replication or "master_link_status:up" in replication
-        return "cluster_state:ok" in info and f"cluster_known_nodes:{len(self.nodes)}" in info and synced
+        return cluster_formed(info, len(self.nodes)) and synced
 
     def cluster_nodes(self) -> list[dict[str, Any]]:
         """``CLUSTER NODES`` as seen by a live node: id, port, flags, master id, slot ranges."""

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.support import ROOT, Backend, RedisCluster, RedisServer
+from tests.support import ROOT, Backend, RedisCluster, RedisServer, subscriber_count
 
 FLEET_ENV = {
     "CHAT_RATE": "1000",
@@ -83,9 +83,7 @@ class FleetRedis:
         """Instances subscribed to the room's channel, as Redis counts them: PUBSUB NUMSUB,
         or over the cluster PUBSUB SHARDNUMSUB on the master of the room's slot."""
         channel = "fleetchat:{" + room + "}"
-        sub = "SHARDNUMSUB" if self.cluster is not None else "NUMSUB"
-        reply = self.holder_of(channel).command("PUBSUB", sub, channel)
-        return int(reply.split(b"\r\n")[-2][1:])
+        return subscriber_count(self.holder_of(channel), channel, sharded=self.cluster is not None)
 
     def kill_pubsub_links(self) -> None:
         """Close every pub/sub connection (classic and sharded) on every master."""

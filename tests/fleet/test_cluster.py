@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import RedisCluster, RedisServer, async_wait_for
+from tests.support import RedisCluster, RedisServer, async_wait_for, subscriber_count
 
 pytestmark = [pytest.mark.fleet, pytest.mark.redis_modes("cluster")]
 
@@ -28,10 +28,7 @@ def private_cluster() -> Iterator[RedisCluster]:
 
 def subscriptions(node: RedisServer, channel: str) -> tuple[int, int]:
     """``channel``'s (sharded, classic) subscribers on ``node``."""
-    counts = []
-    for sub in ("SHARDNUMSUB", "NUMSUB"):
-        counts.append(int(node.command("PUBSUB", sub, channel).split(b"\r\n")[-2][1:]))
-    return counts[0], counts[1]
+    return subscriber_count(node, channel, sharded=True), subscriber_count(node, channel)
 
 
 async def test_each_rooms_channel_is_a_shard_channel_on_its_own_master_only(fleet, clients, redis_cluster):
