@@ -30,11 +30,11 @@ from redis.retry import Retry
 log = logging.getLogger(__name__)
 
 AnyRedis = aioredis.Redis | RedisCluster
+"""What the factory returns: both speak the same commands for single-slot work."""
 REDIS_FAILURES = (RedisError, RedisClusterException, OSError)
 """What a Redis call raises when Redis is away. A cluster client's ``SlotNotCoveredError``
 (its slot map lacking a dead master's slots, while it reloads it) is a
 ``RedisClusterException``, which is not a ``RedisError``: callers catch this tuple."""
-"""What the factory returns: both speak the same commands for single-slot work."""
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 """Explicit cluster URL schemes, and the scheme redis-py reads once the marker is gone."""
@@ -121,6 +121,10 @@ class ClosedWriterSafeConnection(aioredis.Connection):
             raise RedisConnectionError("the connection was closed while a command was written") from exc
 
 
+_guard_warned: set[str] = set()
+"""redis-py versions the closed-writer guard has warned about (once each)."""
+
+
 def closed_writer_guard() -> type[aioredis.Connection] | None:
     """The connection class for cluster nodes: the guarded one on the redis-py it is
     written for; on any other, None and one WARNING (the library's own class runs)."""
@@ -135,9 +139,6 @@ def closed_writer_guard() -> type[aioredis.Connection] | None:
             CLOSED_WRITER_RACE,
         )
     return None
-
-
-_guard_warned: set[str] = set()
 
 
 def make_client(url: str, cluster: bool, **options: Any) -> AnyRedis:
