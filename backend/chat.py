@@ -114,7 +114,7 @@ class Chat:
         self._early_updates: dict[str, list[Update]] = {}
         """Updates to messages this instance has not delivered yet (their message is
         still in a relay gap): sent right after their message."""
-        self.fanout = Fanout(sio, metrics.messages_out.inc)
+        self.fanout = Fanout(sio, self._flushed, linger=settings.fanout_linger_ms / 1000)
         self.connections: dict[str, Connection] = {}
         self._listeners: dict[str, int] = defaultdict(int)  # room -> local sockets + bridge clients
         self._subscribers: dict[str, set[Subscriber]] = defaultdict(set)
@@ -336,6 +336,10 @@ class Chat:
                 await self.sio.disconnect(sid)
 
     # -- local listeners and delivery -------------------------------------------
+
+    def _flushed(self, delivered: int) -> None:
+        self.metrics.messages_out.inc(delivered)
+        self.metrics.fanout_flushes.inc()
 
     def _deliver(self, room: str, message: Message) -> None:
         """The relay's output: one message, in order, to every local listener."""

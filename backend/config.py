@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     room_channel_linger_seconds: float = Field(
         default=5.0, ge=0, description="a room's pub/sub channel stays this long after its last local listener left"
     )
+    fanout_linger_ms: float = Field(default=5.0, ge=0, le=100)
+    """``CHAT_FANOUT_LINGER_MS``: a busy instance writes its deliveries at most once per this many
+    milliseconds, each socket's messages of that time in one write (``backend.fanout.Fanout``);
+    an instance at rest writes at once. 0 writes every event-loop tick."""
     backend_url: str = "http://127.0.0.1:8000"
     instance_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
     port: int = Field(default=8000, validation_alias=AliasChoices("PORT", "CHAT_PORT"))

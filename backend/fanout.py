@@ -49,25 +49,36 @@ class Fanout:
     """Events to this instance's sockets in a room: encode once, write once.
 
     An event is encoded to its Socket.IO text once, and events are flushed
-    once per event-loop tick: every event for a room in that tick becomes one
-    byte string of WebSocket frames, written with a single ``transport.write``
-    per recipient (a recipient named as ``skip_sid``, the typist of a typing
-    event, gets the same frames without that one). Sockets that cannot be
+    in batches: every event for a room in a batch becomes one byte string of
+    WebSocket frames, written with a single ``transport.write`` per recipient
+    (a recipient named as ``skip_sid``, the typist of a typing event, gets the
+    same frames without that one). A batch is flushed at the end of the
+    event-loop tick it began in, unless the last flush was less than
+    ``linger`` seconds ago: then at ``linger`` after it. An instance at rest
+    so delivers at once, and a busy one flushes at most once per ``linger``,
+    each recipient's frames of that time in one write (one system call, one
+    TCP segment, one wakeup of its client) instead of one per message. Sockets that cannot be
     written directly (long-polling, another ASGI server) get the same packets
     through engine.io's queue. A recipient whose unsent buffer passes
     ``max_buffer`` is too slow to keep up and is cut off instead of growing
-    memory without bound. ``on_flush`` learns how many chat messages were
-    delivered.
+    memory without bound. ``on_flush`` learns, once per flush, how many chat
+    messages were delivered.
     """
 
     def __init__(
-        self, server: socketio.AsyncServer, on_flush: Callable[[int], None], max_buffer: int = 4 << 20
+        self,
+        server: socketio.AsyncServer,
+        on_flush: Callable[[int], None],
+        max_buffer: int = 4 << 20,
+        linger: float = 0.0,
     ) -> None:
         self._server = server
         self._on_flush = on_flush
         self._max_buffer = max_buffer
+        self._linger = linger
         self._pending: dict[str, list[tuple[str, str | None, bool]]] = {}
-        self._scheduled = False
+        self._scheduled: asyncio.Handle | None = None
+        self._last_flush = -linger
         self.slow_consumers_dropped = 0
 
     def emit(self, room: str, event: str, data: Any, skip_sid: str | None = None) -> None:
@@ -82,12 +93,20 @@ class Fanout:
             self._pending[room] = [entry]
         else:
             entries.append(entry)
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
+        if self._scheduled is None:
+            loop = asyncio.get_running_loop()
+            wait = self._last_flush + self._linger - loop.time()
+            self._scheduled = loop.call_later(wait, self.flush) if wait > 0 else loop.call_soon(self.flush)
 
     def flush(self) -> None:
-        self._scheduled = False
+        """Write every pending event now (also called before a socket joins a room: what was
+        queued for the room is in the history the join returns)."""
+        if self._scheduled is not None:
+            self._scheduled.cancel()
+            self._scheduled = None
+        if not self._pending:
+            return
+        self._last_flush = asyncio.get_running_loop().time()
         pending, self._pending = self._pending, {}
         sockets = self._server.eio.sockets
         delivered = 0

@@ -34,6 +34,11 @@ class Metrics:
         self.changes = Counter(
             "fleetchat_changes_total", "Edits, deletes and reactions stored through this instance", ["kind"], registry=r
         )
+        self.fanout_flushes = Counter(
+            "fleetchat_fanout_flushes_total",
+            "Batches of deliveries written to local sockets (deliveries per flush is the batching)",
+            registry=r,
+        )
         self.duplicates = Counter("fleetchat_duplicate_sends_total", "Resends answered from dedupe", registry=r)
         self.refused = Counter("fleetchat_refused_total", "Requests refused, by error code", ["code"], registry=r)
         self.connections_refused = Counter(

@@ -54,6 +54,9 @@ class Drain:
         asyncio.get_running_loop().call_later(0.2, os.kill, os.getpid(), signal.SIGINT)
 
     def _close_all(self) -> int:
+        fanout = getattr(self._server.manager, "fanout", None)
+        if fanout is not None:
+            fanout.flush()  # deliveries still lingering go out before the close frames
         sockets = [s for s in self._server.eio.sockets.values() if not s.closed]
         for sock in sockets:
             with contextlib.suppress(Exception):
