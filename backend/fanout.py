@@ -57,9 +57,9 @@ class Fanout:
     ``linger`` seconds ago: then at ``linger`` after it. An instance at rest
     so delivers at once, and a busy one flushes at most once per ``linger``,
     each recipient's frames of that time in one write (one system call, one
-    TCP segment, one wakeup of its client) instead of one per message. Sockets that cannot be
-    written directly (long-polling, another ASGI server) get the same packets
-    through engine.io's queue. A recipient whose unsent buffer passes
+    TCP segment, one wakeup of its client) instead of one per message.
+    Sockets that cannot be written directly (long-polling, another ASGI
+    server) get the same packets through engine.io's queue. A recipient whose unsent buffer passes
     ``max_buffer`` is too slow to keep up and is cut off instead of growing
     memory without bound. ``on_flush`` learns, once per flush, how many chat
     messages were delivered.
