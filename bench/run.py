@@ -62,6 +62,7 @@ README_END = "<!-- bench:latest:end -->"
 ALL_TARGETS = ("fleetchat", "node", "naive")
 ALL_SCENARIOS = ("fanout", "saturation", "idle")
 SERVERS = ("hypercorn", "granian", "uvicorn")
+CLIENTS = {"lean": "lean Socket.IO client", "socketio": "socket.io-client"}
 
 
 def log(msg: str) -> None:
@@ -749,6 +750,7 @@ def run_room(
         "duration": duration,
         "warmup": args.warmup,
         "workers": args.loadgen_workers,
+        "client": args.client,
         "textBytes": args.text_bytes,
         "connectTimeout": args.connect_timeout,
         "drainTimeout": args.drain_timeout,
@@ -794,6 +796,7 @@ def run_room(
         "drain_ms": res["drain_ms"],
         "loadgen_cpu_s": res.get("loadgen_cpu_s"),
         "loadgen_us_per_delivery": res.get("loadgen_us_per_delivery"),
+        "loadgen_kernel_share": res.get("loadgen_kernel_share"),
         **(cost(before, after, res) if before and after else {}),
         "raw": res,
     }
@@ -879,6 +882,7 @@ def scenario_idle(args, node, fleet, logfile):
         "duration": args.idle_duration,
         "concurrency": args.idle_concurrency,
         "workers": args.loadgen_workers,
+        "client": args.client,
         "connectTimeout": args.connect_timeout,
         "hold": args.idle_duration + 60,
         "room": "bench-idle",
@@ -982,7 +986,8 @@ def markdown(report: dict) -> str:
     lines = [
         f"Run {report['date']}{commit} on {m['cpu']}, {m['cores']} cores, {m['mem_gib']} GiB; "
         f"Python {m['python']}, Node {m['node']}, {redis}; "
-        f"medians of {p['rounds']} alternating rounds; load generator ({p['loadgen_workers']} worker process(es)), "
+        f"medians of {p['rounds']} alternating rounds; load generator ({p['loadgen_workers']} worker process(es), "
+        f"{CLIENTS[p.get('client', 'socketio')]}), "
         "Redis and both instances of each target share the machine.",
         "",
         "| target | fan-out deliveries/s | fan-out p50 ms | fan-out p99 ms | fan-out loss | "
@@ -1102,6 +1107,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--idle-duration", type=float, default=20, help="seconds allowed to open connections")
     ap.add_argument("--idle-concurrency", type=int, default=100, help="connection attempts in flight")
     ap.add_argument("--loadgen-workers", type=int, default=2, help="load generator processes")
+    ap.add_argument(
+        "--client",
+        choices=("lean", "socketio"),
+        default="lean",
+        help="the load generator's Socket.IO client: lean (bench/loadgen/lean-client.js) or socket.io-client",
+    )
     ap.add_argument("--text-bytes", type=int, default=32)
     ap.add_argument("--connect-timeout", type=float, default=30)
     ap.add_argument(

@@ -16,6 +16,9 @@
 // The coordinator (this file without --worker) forks `workers` child processes,
 // splits the clients among them and merges their results. It writes JSON lines
 // to stdout: {"event":"ready"|"held"|"result", ...}; logs go to stderr.
+// `client` picks the Socket.IO client: "lean" (lean-client.js, the default, so that
+// the load generator's own CPU per delivery stays small beside the servers') or
+// "socketio" (socket.io-client 4, as in bench/README sections (a)-(o)).
 // Latency uses performance.timeOrigin + performance.now(): wall-clock based with
 // sub-millisecond resolution, comparable between the processes of one run.
 
@@ -105,7 +108,13 @@ class Seen {
 // ---------------------------------------------------------------- worker ----
 
 function workerMain() {
-  const { io } = require('socket.io-client');
+  // The client library: 'lean' (./lean-client.js, the default: a small measuring cost)
+  // or 'socketio' (socket.io-client, what a Node application would use).
+  let io = null;
+  const useClient = (name) => {
+    if (name !== 'lean' && name !== 'socketio') throw new Error(`unknown client ${name}`);
+    io = name === 'socketio' ? require('socket.io-client').io : require('./lean-client').io;
+  };
   let cfg = null;
   let sockets = []; // {sock, idx, url, sender, ordinal, seen[], got, connected}
   let senderState = []; // per local sender: {ordinal, sent, failed:Set, inflight}
@@ -165,6 +174,7 @@ function workerMain() {
   // ---- room mode ----
   async function roomSetup(msg) {
     cfg = msg.cfg;
+    useClient(cfg.client);
     const tag = cfg.tag;
     const room = cfg.room;
     hist = new Hist();
@@ -331,6 +341,7 @@ function workerMain() {
   // ---- idle mode ----
   async function idleOpen(msg) {
     cfg = msg.cfg;
+    useClient(cfg.client);
     const errors = {};
     let failed = 0;
     let attempts = 0;
@@ -391,6 +402,7 @@ function emit(obj) {
 
 const DEFAULTS = {
   mode: 'room',
+  client: 'lean',
   urls: ['http://127.0.0.1:8000'],
   room: 'bench',
   clients: 200,
@@ -505,7 +517,7 @@ async function coordinatorMain() {
     const out = {
       event: 'result', ok: true, mode: 'room', setup,
       clients: cfg.clients, senders: cfg.senders, rate: cfg.rate, window: cfg.window,
-      duration_s: cfg.duration, warmup_s: cfg.warmup, workers: nw,
+      duration_s: cfg.duration, warmup_s: cfg.warmup, workers: nw, client: cfg.client,
       sent: 0, acked: 0, ack_failures: 0, ack_errors: ackErrors,
       deliveries: 0, deliveries_in_window: 0, duplicates: 0, foreign: 0,
       missing: 0, receivers_with_loss: 0, max_missing_per_receiver: 0, disconnects: 0,
@@ -514,6 +526,7 @@ async function coordinatorMain() {
     let first = Infinity;
     let last = 0;
     let cpuUs = 0;
+    let sysUs = 0;
     for (const r of results) {
       if (r.type === 'error') { out.ok = false; out.error = r.error; continue; }
       out.deliveries += r.deliveriesTotal;
@@ -528,7 +541,7 @@ async function coordinatorMain() {
       if (r.lastDelivery !== null && r.lastDelivery > last) last = r.lastDelivery;
       hist.merge(r.hist);
       ackHist.merge(r.ackHist);
-      if (r.cpu) cpuUs += r.cpu.user + r.cpu.system;
+      if (r.cpu) { cpuUs += r.cpu.user + r.cpu.system; sysUs += r.cpu.system; }
     }
     out.expected_deliveries = out.acked * cfg.clients;
     out.deliveries_per_s = Math.round(out.deliveries_in_window / cfg.duration);
@@ -536,6 +549,7 @@ async function coordinatorMain() {
     out.drain_ms = last && last > stopAt ? Math.round(last - stopAt) : 0;
     out.loadgen_cpu_s = Math.round(cpuUs / 1e4) / 100;
     out.loadgen_us_per_delivery = out.deliveries ? Math.round((cpuUs / out.deliveries) * 100) / 100 : null;
+    out.loadgen_kernel_share = cpuUs ? Math.round((sysUs / cpuUs) * 1000) / 1000 : null;
     out.latency = hist.summary();
     out.ack_latency = ackHist.summary();
     emit(out);

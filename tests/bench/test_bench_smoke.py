@@ -52,6 +52,7 @@ def test_driver_end_to_end(tmp_path):
     for key in ("date", "machine", "params", "targets", "scenarios", "runs", "summary", "ratios", "skipped"):
         assert key in report, key
     assert report["machine"]["cores"] >= 1 and report["machine"]["cpu"]
+    assert report["params"]["client"] == "lean"
     assert set(report["targets"]) >= {"node", "naive"}
     assert set(report["scenarios"]) == {"fanout", "saturation", "idle"}
     assert len(report["runs"]) == len(report["targets"]) * 3
@@ -67,6 +68,7 @@ def test_driver_end_to_end(tmp_path):
             assert res["duplicates"] == 0, run
             assert res["acked"] > 0
             assert res["deliveries"] == res["expected_deliveries"]
+            assert res["raw"]["client"] == "lean"
             for key in ("deliveries_per_s", "p50_ms", "p99_ms"):
                 assert res[key] is not None, key
             # what the sending phase cost the servers (counts, not timings)
@@ -107,3 +109,21 @@ def test_driver_over_a_redis_cluster(tmp_path):
             assert commands.get("evalsha", 0) >= 1, commands
     assert sorted(p.name for p in tmp_path.glob("logs/*/redis-*.log")) == ["redis-1.log", "redis-2.log", "redis-3.log"]
     assert "Cluster of 3 masters" in (tmp_path / "latest.md").read_text()
+
+
+@needs_redis
+@needs_node
+def test_driver_measures_with_socketio_client_too(tmp_path):
+    """``--client socketio``: the load generator's sockets are socket.io-client's (sections
+    (a)-(o) of bench/README were measured so), against the Node peer and fleetchat where
+    present, with nothing lost either way."""
+    targets = "fleetchat,node" if (ROOT / "backend" / "app.py").exists() else "node"
+    _, report = _run_driver(tmp_path, "--client", "socketio", "--targets", targets, "--scenarios", "saturation")
+    assert report["params"]["client"] == "socketio"
+    for run in report["runs"]:
+        assert "error" not in run, run
+        res = run["result"]
+        assert res["raw"]["client"] == "socketio"
+        assert res["loss"] == 0 and res["ack_failures"] == 0 and res["duplicates"] == 0, run
+        assert res["acked"] > 0 and res["deliveries"] == res["expected_deliveries"]
+    assert "socket.io-client" in (tmp_path / "latest.md").read_text()
