@@ -59,7 +59,9 @@ class LeanSocket {
     this.id = null;
     const timeoutMs = opts.timeout || 20000;
     this.connectTimer = setTimeout(() => this.fail('timeout'), timeoutMs);
-    this.ws = new WebSocket(wsUrl(url), { perMessageDeflate: false });
+    // ws's defaults offer permessage-deflate, as browsers and socket.io-client do: a
+    // server that accepts it (stock hypercorn, CHAT_ACCEL=off) pays for it here too.
+    this.ws = new WebSocket(wsUrl(url));
     this.ws.on('message', (data, isBinary) => {
       if (!isBinary) this.onText(data.toString());
     });
