@@ -906,6 +906,7 @@ def scenario_idle(args, node, fleet, logfile):
         "failed": held["failed"],
         "errors": held["errors"],
         "open_s": held["elapsed_s"],
+        "opened_per_s": round(n / held["elapsed_s"]) if n and held["elapsed_s"] else None,
         "rss_before_kb": before,
         "rss_after_kb": after,
         "kb_per_conn": round((after - before) / n, 2) if n else None,
@@ -920,7 +921,7 @@ SCENARIOS = {"fanout": scenario_fanout, "saturation": scenario_saturation, "idle
 METRICS = {
     "fanout": ("deliveries_per_s", "p50_ms", "p99_ms", "ack_p99_ms", "loss", "server_us_per_delivery"),
     "saturation": ("deliveries_per_s", "p50_ms", "p99_ms", "loss", "server_us_per_delivery", "redis_us_per_send"),
-    "idle": ("held", "kb_per_conn"),
+    "idle": ("held", "opened_per_s", "kb_per_conn"),
 }
 
 
@@ -962,6 +963,7 @@ def ratios(summary: dict, base: str) -> dict:
             "saturation_deliveries": r(other, "saturation", "deliveries_per_s"),
             "fanout_p99": r(other, "fanout", "p99_ms"),
             "idle_held": r(other, "idle", "held"),
+            "idle_opened_per_s": r(other, "idle", "opened_per_s"),
             "kb_per_conn": r(other, "idle", "kb_per_conn"),
         }
     return out
@@ -991,15 +993,15 @@ def markdown(report: dict) -> str:
         "Redis and both instances of each target share the machine.",
         "",
         "| target | fan-out deliveries/s | fan-out p50 ms | fan-out p99 ms | fan-out loss | "
-        "saturation deliveries/s | idle conns held | KB per conn |",
-        "|---|---|---|---|---|---|---|---|",
+        "saturation deliveries/s | idle conns held | idle conns opened/s | KB per conn |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for t, s in summ.items():
         f, sat, idle = s.get("fanout", {}), s.get("saturation", {}), s.get("idle", {})
         lines.append(
             f"| {report['labels'][t]} | {fmt(f.get('deliveries_per_s'), 0)} | {fmt(f.get('p50_ms'), 2)} | "
             f"{fmt(f.get('p99_ms'), 2)} | {fmt(f.get('loss_total'))} | {fmt(sat.get('deliveries_per_s'), 0)} | "
-            f"{fmt(idle.get('held'))} | {fmt(idle.get('kb_per_conn'), 1)} |"
+            f"{fmt(idle.get('held'))} | {fmt(idle.get('opened_per_s'), 0)} | {fmt(idle.get('kb_per_conn'), 1)} |"
         )
     fails = [(t, s) for t, ss in summ.items() for s, v in ss.items() if v.get("failed_runs")]
     if fails:
@@ -1013,15 +1015,15 @@ def markdown(report: dict) -> str:
         lines += [
             "",
             f"Ratios, {base} / peer (same run): saturation > 1 is better; fan-out p99 and KB per conn < 1 is "
-            "better; conns held > 1 is better.",
+            "better; conns held and opened/s > 1 is better.",
             "",
-            "| peer | saturation deliveries/s | fan-out p99 | idle conns held | KB per conn |",
-            "|---|---|---|---|---|",
+            "| peer | saturation deliveries/s | fan-out p99 | idle conns held | idle conns opened/s | KB per conn |",
+            "|---|---|---|---|---|---|",
         ]
         for other, r in report["ratios"].items():
             lines.append(
                 f"| {report['labels'][other]} | {fmt(r['saturation_deliveries'], -3)} | {fmt(r['fanout_p99'], -3)} | "
-                f"{fmt(r['idle_held'], -3)} | {fmt(r['kb_per_conn'], -3)} |"
+                f"{fmt(r['idle_held'], -3)} | {fmt(r.get('idle_opened_per_s'), -3)} | {fmt(r['kb_per_conn'], -3)} |"
             )
     per_round = []
     for t in summ:
