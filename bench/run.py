@@ -888,8 +888,13 @@ def scenario_idle(args, node, fleet, logfile):
         "room": "bench-idle",
     }
     lg = Loadgen(node, cfg, logfile)
+    profiler = None
+    if args.py_spy and fleet.spec.kind != "node":
+        profiler = start_profiler(args.py_spy, fleet, args.idle_duration, logfile)
     try:
         held = lg.until("held", args.idle_duration + args.connect_timeout + 60)
+        if profiler is not None:
+            profiler.wait(timeout=args.idle_duration + 60)
         if held.get("event") != "held":
             raise BenchError(f"idle load generator failed: {held}")
         time.sleep(args.settle)
@@ -1152,7 +1157,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--py-spy",
         default="",
         metavar="PATH",
-        help="py-spy executable: profile instance 0 of the Python targets during fanout/saturation "
+        help="py-spy executable: profile instance 0 of the Python targets during each scenario "
         "(collapsed stacks next to the logs)",
     )
     ap.add_argument(
