@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # bench.run's fan-out scenario, with its load generator settings
         settings = argparse.Namespace(
-            warmup=1, loadgen_workers=2, text_bytes=32, connect_timeout=30, drain_timeout=10, py_spy=None
+            warmup=1, loadgen_workers=2, text_bytes=32, connect_timeout=30, drain_timeout=10, py_spy=None, client="lean"
         )
         result = run_room(
             settings,

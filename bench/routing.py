@@ -19,7 +19,7 @@ commit before per-room routing), alternating, in one run:
 
     python -m bench.routing [--compare DIR] [--rounds 3] [--json OUT]
 
-Load comes from bench/loadgen (Node socket.io-client), one load generator per room.
+Load comes from bench/loadgen (its lean Socket.IO client), one load generator per room.
 A scenario, not a test: it prints a JSON report and a markdown table.
 """
 

@@ -770,10 +770,7 @@ def run_room(
     finally:
         lg.close()
         if profiler:
-            try:
-                profiler.wait(30)
-            except subprocess.TimeoutExpired:
-                profiler.kill()
+            stop_profiler(profiler)
     if not res.get("ok"):
         raise BenchError(f"load generator failed: {res.get('error')} {res.get('setup', '')}")
     loss = res["missing"]
@@ -841,6 +838,15 @@ def start_profiler(py_spy: str, fleet: Fleet, seconds: float, logfile: Path) -> 
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def stop_profiler(profiler: subprocess.Popen) -> None:
+    """Let py-spy finish its ``--duration`` and write its stacks (kill it after 30 s)."""
+    try:
+        profiler.wait(30)
+    except subprocess.TimeoutExpired:
+        profiler.kill()
+        profiler.wait()
+
+
 def scenario_fanout(args, node, fleet, logfile):
     return run_room(
         args,
@@ -889,12 +895,12 @@ def scenario_idle(args, node, fleet, logfile):
     }
     lg = Loadgen(node, cfg, logfile)
     profiler = None
-    if args.py_spy and fleet.spec.kind != "node":
-        profiler = start_profiler(args.py_spy, fleet, args.idle_duration, logfile)
     try:
+        if args.py_spy and fleet.spec.kind != "node":
+            profiler = start_profiler(args.py_spy, fleet, args.idle_duration, logfile)
         held = lg.until("held", args.idle_duration + args.connect_timeout + 60)
         if profiler is not None:
-            profiler.wait(timeout=args.idle_duration + 60)
+            stop_profiler(profiler)
         if held.get("event") != "held":
             raise BenchError(f"idle load generator failed: {held}")
         time.sleep(args.settle)
@@ -902,6 +908,8 @@ def scenario_idle(args, node, fleet, logfile):
         lg.release()
         res = lg.until("result", 60)
     finally:
+        if profiler is not None:
+            stop_profiler(profiler)
         lg.close()
     n = held["held"]
     return {
@@ -1189,6 +1197,8 @@ def _terminate(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
+    if args.py_spy and not (shutil.which(args.py_spy) or os.access(args.py_spy, os.X_OK)):
+        raise SystemExit(f"--py-spy {args.py_spy}: not an executable")
     if args.render:
         table = markdown(json.loads(args.render.read_text()))
         if args.update_readme:

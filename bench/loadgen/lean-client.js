@@ -59,15 +59,24 @@ class LeanSocket {
     this.id = null;
     const timeoutMs = opts.timeout || 20000;
     this.connectTimer = setTimeout(() => this.fail('timeout'), timeoutMs);
+    this.pingTimer = null;
+    this.pingDeadlineMs = 0; // pingInterval + pingTimeout from the open packet
     // ws's defaults offer permessage-deflate, as browsers and socket.io-client do: a
     // server that accepts it (stock hypercorn, CHAT_ACCEL=off) pays for it here too.
     this.ws = new WebSocket(wsUrl(url));
     this.ws.on('message', (data, isBinary) => {
-      if (!isBinary) this.onText(data.toString());
+      if (isBinary) return; // binary attachments ("5"/"6" packets): nothing in this protocol sends them
+      try {
+        this.onText(data.toString());
+      } catch (e) {
+        // a packet that does not parse: drop the connection as socket.io-client does
+        this.lost(`bad packet: ${e && e.message ? e.message : String(e)}`);
+      }
     });
     this.ws.on('error', (e) => this.fail(e && e.message ? e.message : String(e)));
     this.ws.on('close', () => this.onClose());
     this.auth = opts.auth;
+    this.closeReason = null;
   }
 
   on(event, fn) {
@@ -124,22 +133,44 @@ class LeanSocket {
         this.connected = true;
         this.fire('connect');
       } else if (sio === SIO_CONNECT_ERROR) {
-        const body = s.length > 2 ? JSON.parse(s.slice(2)) : {};
-        this.fail(body.message || 'connect_error');
+        const body = s.length > 2 ? JSON.parse(s.slice(2)) : null;
+        this.fail((body && body.message) || 'connect_error');
       } else if (sio === SIO_DISCONNECT) {
+        this.closeReason = 'io server disconnect';
         this.ws.close();
       }
     } else if (type === PING) {
+      this.armPing();
       this.ws.send(PONG);
     } else if (type === OPEN) {
+      const open = JSON.parse(s.slice(1));
+      this.pingDeadlineMs = (open.pingInterval || 0) + (open.pingTimeout || 0);
+      this.armPing();
       this.ws.send(MESSAGE + SIO_CONNECT + (this.auth ? JSON.stringify(this.auth) : ''));
     } else if (type === CLOSE) {
       this.ws.close();
     }
   }
 
+  // As socket.io-client: a server silent for pingInterval + pingTimeout is gone.
+  armPing() {
+    if (!this.pingDeadlineMs) return;
+    clearTimeout(this.pingTimer);
+    this.pingTimer = setTimeout(() => this.lost('ping timeout'), this.pingDeadlineMs);
+  }
+
+  lost(reason) {
+    if (!this.connected) {
+      this.fail(reason);
+      return;
+    }
+    this.closeReason = reason;
+    try { this.ws.terminate(); } catch (e) { /* already gone */ }
+  }
+
   onClose() {
     clearTimeout(this.connectTimer);
+    clearTimeout(this.pingTimer);
     const was = this.connected;
     this.connected = false;
     if (!was && !this.closed) {
@@ -150,7 +181,7 @@ class LeanSocket {
     this.closed = true;
     for (const cb of this.acks.values()) cb(new Error('disconnected'));
     this.acks.clear();
-    if (was) this.fire('disconnect', 'transport close');
+    if (was) this.fire('disconnect', this.closeReason || 'transport close');
   }
 
   send(event, data, cb, timeoutMs) {
@@ -181,6 +212,7 @@ class LeanSocket {
 
   close() {
     clearTimeout(this.connectTimer);
+    clearTimeout(this.pingTimer);
     const was = this.connected;
     this.closed = true;
     this.connected = false;
