@@ -1124,7 +1124,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--loadgen-workers", type=int, default=2, help="load generator processes")
     ap.add_argument(
         "--client",
-        choices=("lean", "socketio"),
+        choices=tuple(CLIENTS),
         default="lean",
         help="the load generator's Socket.IO client: lean (bench/loadgen/lean-client.js) or socket.io-client",
     )
